@@ -1,0 +1,39 @@
+"""bpo_core: Black-box Prompt Optimization (Cheng et al., ACL 2024) without any framework.
+
+>>> from bpo_core import BPOOptimizer
+>>> optimizer = BPOOptimizer.default()          # embedded, offline
+>>> optimizer.optimize("how can I create a profile on Facebook?")  # doctest: +SKIP
+
+Heavy libraries (torch, transformers) load only when a model does.
+"""
+
+from __future__ import annotations
+
+from bpo_core.errors import BPOError, DataFormatError, GenerationError, InvalidPromptError, ModelLoadError
+from bpo_core.formats import BPO_INST_TEMPLATE, BPO_SYSTEM_PROMPT, ChatFormat, InstFormat, PromptFormat
+from bpo_core.generation import MODES, GenerationSettings, settings_for_mode
+from bpo_core.guard import GuardConfig
+from bpo_core.optimizer import BPOOptimizer
+from bpo_core.result import OptimizationResult
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BPOOptimizer",
+    "OptimizationResult",
+    "GuardConfig",
+    "GenerationSettings",
+    "settings_for_mode",
+    "MODES",
+    "PromptFormat",
+    "InstFormat",
+    "ChatFormat",
+    "BPO_INST_TEMPLATE",
+    "BPO_SYSTEM_PROMPT",
+    "BPOError",
+    "InvalidPromptError",
+    "ModelLoadError",
+    "GenerationError",
+    "DataFormatError",
+    "__version__",
+]

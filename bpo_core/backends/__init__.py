@@ -1,0 +1,22 @@
+"""Generation backends: what turns wrapped prompts into rewrites."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from bpo_core.formats import PromptFormat
+from bpo_core.generation import GenerationSettings
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A model that completes wrapped prompts, many at a time."""
+
+    #: Identifies the model weights (used in cache keys).
+    name: str
+
+    def count_tokens(self, text: str) -> int:
+        """Number of tokens ``text`` takes for this model."""
+
+    def generate(self, prompts: list[str], fmt: PromptFormat, settings: GenerationSettings) -> list[str]:
+        """Return one completion (the rewrite text, before clean-up) per prompt, in order."""

@@ -1,0 +1,246 @@
+"""Local Hugging Face transformers backend: batched, left-padded generation."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bpo_core.errors import GenerationError, ModelLoadError
+from bpo_core.formats import PromptFormat
+from bpo_core.generation import GenerationSettings
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_device(device: str | None) -> str:
+    """``None``/``"auto"`` picks CUDA, then Apple MPS, then CPU."""
+    import torch
+
+    if device not in (None, "auto"):
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def resolve_dtype(dtype: Any, device: str) -> torch.dtype:
+    """``None``/``"auto"``: bfloat16 (or float16) on accelerators, float32 on CPU."""
+    import torch
+
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        if device.startswith("cuda"):
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if device.startswith("mps"):
+            return torch.float16
+        return torch.float32
+    try:
+        return getattr(torch, str(dtype))
+    except AttributeError:
+        raise ValueError(f"Unknown dtype {dtype!r}; use e.g. 'float32', 'bfloat16', 'float16' or 'auto'") from None
+
+
+class HFBackend:
+    """A causal LM and its tokenizer, generating many rewrites per ``generate`` call.
+
+    Prompts are sorted by length and cut into batches of at most ``max_batch_size`` so little
+    compute goes to padding. Calls are serialized with a lock: one model, one generation at a time.
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        name: str | None = None,
+        max_batch_size: int = 16,
+        num_threads: int | None = None,
+    ) -> None:
+        if max_batch_size < 1:
+            raise ValueError("max_batch_size must be >= 1")
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.name = name or str(getattr(model.config, "_name_or_path", type(model).__name__))
+        self.max_batch_size = max_batch_size
+        self.device = str(next(model.parameters()).device)
+        self._lock = threading.Lock()
+        self._pad_id = self._pick_pad_id()
+        self._newline_id = self._single_token_id("\n")
+        if num_threads is not None:
+            import torch
+
+            torch.set_num_threads(num_threads)
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike[str],
+        *,
+        device: str | None = None,
+        dtype: Any = None,
+        trust_remote_code: bool = False,
+        allow_pickle: bool = False,
+        revision: str | None = None,
+        adapter: str | os.PathLike[str] | None = None,
+        max_batch_size: int = 16,
+        num_threads: int | None = None,
+        name: str | None = None,
+    ) -> HFBackend:
+        """Load a causal LM checkpoint (a hub id or a local folder), optionally with a LoRA adapter.
+
+        A folder holding a PEFT adapter (``adapter_config.json``) is accepted as ``name_or_path``:
+        its base model is loaded and the adapter merged in. Only safetensors weights are read
+        unless ``allow_pickle=True``.
+        """
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = str(name_or_path)
+        if adapter is None and (Path(path) / "adapter_config.json").is_file():
+            adapter, path = path, _adapter_base(path)
+        device = resolve_device(device)
+        torch_dtype = resolve_dtype(dtype, device)
+        common: dict[str, Any] = {"trust_remote_code": trust_remote_code, "revision": revision}
+        try:
+            tokenizer_source = str(adapter) if adapter and _has_tokenizer(adapter) else path
+            tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, **common)
+            model = AutoModelForCausalLM.from_pretrained(
+                path, dtype=torch_dtype, use_safetensors=None if allow_pickle else True, **common
+            )
+        except Exception as exc:
+            raise ModelLoadError(f"Could not load optimizer model {path!r}: {exc}") from exc
+        if adapter is not None:
+            model = _merge_adapter(model, adapter)
+        model.to(device)
+        return cls(
+            model,
+            tokenizer,
+            name=name or (f"{path}+{Path(adapter).name}" if adapter else path),
+            max_batch_size=max_batch_size,
+            num_threads=num_threads,
+        )
+
+    # --------------------------------------------------------------- generation
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def generate(self, prompts: list[str], fmt: PromptFormat, settings: GenerationSettings) -> list[str]:
+        if not prompts:
+            return []
+        try:
+            encoded = [fmt.encode(p, self.tokenizer) for p in prompts]
+        except Exception as exc:
+            raise GenerationError(f"Could not build the optimizer input: {exc}") from exc
+        order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
+        outputs: list[str] = [""] * len(prompts)
+        with self._lock:
+            for start in range(0, len(order), self.max_batch_size):
+                chunk = order[start : start + self.max_batch_size]
+                texts = self._generate_chunk([encoded[i] for i in chunk], [prompts[i] for i in chunk], settings)
+                for i, text in zip(chunk, texts):
+                    outputs[i] = text
+        return outputs
+
+    def _generate_chunk(self, ids: list[list[int]], raw: list[str], settings: GenerationSettings) -> list[str]:
+        import torch
+
+        width = max(len(x) for x in ids)
+        input_ids = torch.full((len(ids), width), self._pad_id, dtype=torch.long)
+        attention = torch.zeros((len(ids), width), dtype=torch.long)
+        for row, seq in enumerate(ids):  # left padding: the generated tokens line up at the end
+            input_ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
+            attention[row, width - len(seq) :] = 1
+        kwargs = self._generate_kwargs(raw, settings)
+        if settings.seed is not None:
+            torch.manual_seed(settings.seed)
+        try:
+            with torch.inference_mode():
+                out = self.model.generate(
+                    input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device), **kwargs
+                )
+        except Exception as exc:
+            raise GenerationError(f"Generation failed: {exc}") from exc
+        new_tokens = out[:, width:]
+        return self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+
+    def _generate_kwargs(self, raw: list[str], settings: GenerationSettings) -> dict[str, Any]:
+        eos = self.tokenizer.eos_token_id
+        eos_ids = [eos] if eos is not None else []
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": settings.max_new_tokens,
+            "do_sample": settings.do_sample,
+            "num_beams": 1,
+            "pad_token_id": self._pad_id,
+            "use_cache": True,
+        }
+        if settings.do_sample:
+            kwargs.update(temperature=settings.temperature, top_p=settings.top_p)
+        else:  # silence transformers' warnings about sampling params on greedy decoding
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        if settings.stop_at_newline and self._newline_id is not None:
+            eos_ids.append(self._newline_id)
+        if eos_ids:
+            kwargs["eos_token_id"] = eos_ids
+        if settings.banned_words:
+            kwargs["bad_words_ids"] = [
+                self.tokenizer(w, add_special_tokens=False)["input_ids"] for w in settings.banned_words
+            ]
+        if settings.min_new_tokens_extra is not None:
+            # The authors force at least (prompt tokens + 5) new tokens; in a batch use the shortest.
+            shortest = min(self.count_tokens(p) for p in raw)
+            kwargs["min_new_tokens"] = min(shortest + settings.min_new_tokens_extra, settings.max_new_tokens)
+        return kwargs
+
+    # ------------------------------------------------------------------ helpers
+    def _pick_pad_id(self) -> int:
+        tok = self.tokenizer
+        for candidate in (tok.pad_token_id, tok.eos_token_id, 0):
+            if candidate is not None:
+                return int(candidate)
+        return 0
+
+    def _single_token_id(self, text: str) -> int | None:
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return int(ids[-1]) if ids else None
+
+
+def _has_tokenizer(folder: str | os.PathLike[str]) -> bool:
+    return any((Path(folder) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json"))
+
+
+def _adapter_base(adapter: str) -> str:
+    import json
+
+    config = json.loads((Path(adapter) / "adapter_config.json").read_text(encoding="utf-8"))
+    base = config.get("base_model_name_or_path")
+    if not base:
+        raise ModelLoadError(f"{adapter}/adapter_config.json names no base_model_name_or_path")
+    from bpo_core.training.sft import EMBEDDED_BASE_ID
+
+    if base == EMBEDDED_BASE_ID:  # adapters trained on the embedded model name it, not a path
+        from bpo_core.embedded import converted_base_dir
+
+        return str(converted_base_dir())
+    return str(base)
+
+
+def _merge_adapter(model: PreTrainedModel, adapter: str | os.PathLike[str]) -> PreTrainedModel:
+    try:
+        from peft import PeftModel
+    except ImportError as exc:  # pragma: no cover - peft is a core dependency
+        raise ModelLoadError("Loading a LoRA adapter needs 'peft': pip install peft") from exc
+    try:
+        # Merging removes the LoRA indirection: inference runs at the base model's speed.
+        return PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    except Exception as exc:
+        raise ModelLoadError(f"Could not apply adapter {str(adapter)!r}: {exc}") from exc

@@ -1,0 +1,1 @@
+"""Evaluating BPO optimizers: reference-based (intrinsic) figures and pairwise LLM judging."""

@@ -1,0 +1,104 @@
+"""Prompt formats: how a user prompt is wrapped before the optimizer model sees it.
+
+A format turns a user prompt into the model's input token ids. The rewrite is always read from
+the *generated* token ids, never by splitting decoded text on a marker, because a user prompt may
+itself contain ``[/INST]`` or ``<|im_start|>``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+#: The authors' template for THUDM/BPO (``src/infer_example.py``), with a named placeholder.
+BPO_INST_TEMPLATE = (
+    "[INST] You are an expert prompt engineer. Please help me improve this prompt to get a more "
+    "helpful and harmless response:\n{prompt} [/INST]"
+)
+
+#: The instruction given as the system message to chat models (the embedded default).
+BPO_SYSTEM_PROMPT = (
+    "You are an expert prompt engineer. Please help me improve this prompt to get a more helpful "
+    "and harmless response. Reply with the improved prompt only."
+)
+
+PLACEHOLDER = "{prompt}"
+
+
+@runtime_checkable
+class PromptFormat(Protocol):
+    """Wraps a user prompt for an optimizer model."""
+
+    #: Editable template text (exposed through LlamaIndex's PromptMixin, for example).
+    template: str
+
+    def render(self, prompt: str, tokenizer: PreTrainedTokenizerBase | None = None) -> str:
+        """Return the model input as text."""
+
+    def encode(self, prompt: str, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+        """Return the model input as token ids."""
+
+    def with_template(self, template: str) -> PromptFormat:
+        """Return a copy using another template text."""
+
+
+@dataclass(frozen=True)
+class InstFormat:
+    """The authors' ``[INST] ... {prompt} [/INST]`` format, used by THUDM/BPO (Llama-2 based)."""
+
+    template: str = BPO_INST_TEMPLATE
+
+    def __post_init__(self) -> None:
+        if PLACEHOLDER not in self.template:
+            raise ValueError(f"InstFormat template must contain the placeholder {PLACEHOLDER!r}")
+
+    def render(self, prompt: str, tokenizer: PreTrainedTokenizerBase | None = None) -> str:
+        # str.replace, not str.format: braces in the user's prompt must stay literal.
+        return self.template.replace(PLACEHOLDER, prompt)
+
+    def encode(self, prompt: str, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+        return list(tokenizer(self.render(prompt))["input_ids"])
+
+    def with_template(self, template: str) -> InstFormat:
+        return replace(self, template=template)
+
+
+@dataclass(frozen=True)
+class ChatFormat:
+    """A chat-template format for chat-tuned base models.
+
+    ``template`` is the system message; the user prompt is the user message, verbatim.
+    """
+
+    template: str = BPO_SYSTEM_PROMPT
+
+    def messages(self, prompt: str) -> list[dict[str, str]]:
+        return [{"role": "system", "content": self.template}, {"role": "user", "content": prompt}]
+
+    def render(self, prompt: str, tokenizer: PreTrainedTokenizerBase | None = None) -> str:
+        if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+            # Without a tokenizer (e.g. a remote endpoint), fall back to the ChatML layout.
+            return (
+                f"<|im_start|>system\n{self.template}<|im_end|>\n"
+                f"<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n"
+            )
+        return tokenizer.apply_chat_template(self.messages(prompt), tokenize=False, add_generation_prompt=True)
+
+    def encode(self, prompt: str, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+        # Render to text, then tokenize without adding special tokens: the template has them.
+        return list(tokenizer(self.render(prompt, tokenizer), add_special_tokens=False)["input_ids"])
+
+    def with_template(self, template: str) -> ChatFormat:
+        return replace(self, template=template)
+
+
+def format_for(name_or_path: str, tokenizer: PreTrainedTokenizerBase | None) -> PromptFormat:
+    """Pick the format for a checkpoint: the authors' for THUDM/BPO, a chat format for chat models."""
+    if "bpo" in name_or_path.lower() and "thudm" in name_or_path.lower():
+        return InstFormat()
+    if tokenizer is not None and getattr(tokenizer, "chat_template", None):
+        return ChatFormat()
+    return InstFormat()

@@ -1,0 +1,348 @@
+"""BPOOptimizer: rewrite prompts into ones an LLM answers better (Black-box Prompt Optimization)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+from bpo_core.backends import Backend
+from bpo_core.errors import BPOError, InvalidPromptError
+from bpo_core.formats import PromptFormat
+from bpo_core.generation import MODES, GenerationSettings, cut_at_markers, settings_for_mode
+from bpo_core.guard import GuardConfig, check
+from bpo_core.result import OptimizationResult
+from bpo_core.spans import SplitPrompt, split_prompt
+
+logger = logging.getLogger("bpo_core")
+
+OnError = Literal["fallback", "raise"]
+_LABEL = re.compile(r"^\s*(?:\*\*)?(?:improved|optimized|optimised|rewritten|new)?\s*(?:prompt|instruction)\s*:(?:\*\*)?\s*", re.I)
+
+
+def validate_prompt(prompt: Any, where: str = "prompt") -> str:
+    """Return ``prompt`` if it is a ``str``; raise :class:`InvalidPromptError` naming the problem."""
+    if isinstance(prompt, str):
+        return prompt
+    if prompt is None:
+        raise InvalidPromptError(f"{where} is None; expected a str")
+    raise InvalidPromptError(f"{where} must be a str, got {type(prompt).__name__}: {prompt!r:.80}")
+
+
+def clean_rewrite(text: str, settings: GenerationSettings) -> str:
+    """Turn raw generated text into a prompt: cut markers, drop labels and wrapping quotes."""
+    text = cut_at_markers(text, settings.cut_prefixes) if settings.cut_prefixes else text.strip()
+    text = _LABEL.sub("", text, count=1).strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'" and text.count(text[0]) == 2:
+        text = text[1:-1].strip()
+    return text
+
+
+class BPOOptimizer:
+    """A prompt preference optimizer in front of any LLM.
+
+    Build one with :meth:`default` (the embedded offline model), :meth:`from_pretrained`
+    (THUDM/BPO or any compatible causal LM) or from a ready :class:`~bpo_core.backends.Backend`.
+
+    ``optimize`` returns the rewritten prompt; ``rewrite`` returns an :class:`OptimizationResult`
+    saying whether it fell back and why. By default every failure (load error, generation error,
+    a rewrite the drift guard rejects) returns the original prompt and logs a warning; pass
+    ``on_error="raise"`` to get load and generation errors raised instead.
+
+    Options:
+        mode: ``"greedy"`` (deterministic), ``"stable"`` or ``"aggressive"`` (the authors' modes).
+        rounds: optimize the output again this many times in all (the paper: 4 best for ChatGPT).
+        protect_context: keep everything after the first line verbatim; only the instruction is
+            optimized.
+        max_input_tokens: longer instructions pass through unchanged (documented, never an error).
+        n_best: sample this many candidates per prompt and keep the best by the guard's score.
+    """
+
+    def __init__(
+        self,
+        backend: Backend | Callable[[], Backend],
+        *,
+        fmt: PromptFormat | None = None,
+        mode: str = "greedy",
+        rounds: int = 1,
+        max_new_tokens: int = 128,
+        seed: int | None = None,
+        on_error: OnError = "fallback",
+        guard: GuardConfig | None = None,
+        protect_context: bool = True,
+        max_input_tokens: int = 1024,
+        n_best: int = 1,
+    ) -> None:
+        _check_options(mode=mode, rounds=rounds, on_error=on_error, n_best=n_best)
+        self._shared = _BackendHolder(backend)
+        self._fmt = fmt
+        self.mode = mode
+        self.rounds = rounds
+        self.max_new_tokens = max_new_tokens
+        self.seed = seed
+        self.on_error: OnError = on_error
+        self.guard = guard or GuardConfig()
+        self.protect_context = protect_context
+        self.max_input_tokens = max_input_tokens
+        self.n_best = n_best
+
+    # ------------------------------------------------------------ constructors
+    @classmethod
+    def default(cls, **options: Any) -> BPOOptimizer:
+        """The embedded offline optimizer (SmolLM2-135M-Instruct, BPO-tuned when weights ship).
+
+        The model loads on first use and is shared by every default optimizer in the process.
+        """
+        from bpo_core.default_model import shared_default_backend
+
+        load_options = {k: options.pop(k) for k in ("device", "num_threads") if k in options}
+        return cls(lambda: shared_default_backend(**load_options), **options)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str,
+        *,
+        device: str | None = None,
+        dtype: Any = None,
+        trust_remote_code: bool = False,
+        allow_pickle: bool = False,
+        revision: str | None = None,
+        adapter: str | None = None,
+        max_batch_size: int = 16,
+        lazy: bool = False,
+        **options: Any,
+    ) -> BPOOptimizer:
+        """Load ``THUDM/BPO`` or any compatible causal LM (hub id or local folder).
+
+        The authors' ``[INST]`` format is used for THUDM/BPO and for models without a chat
+        template; chat models get the chat format. Pass ``fmt=`` to choose. ``lazy=True`` defers
+        loading to the first call.
+        """
+        from bpo_core.backends.hf import HFBackend
+
+        def load() -> Backend:
+            return HFBackend.from_pretrained(
+                name_or_path,
+                device=device,
+                dtype=dtype,
+                trust_remote_code=trust_remote_code,
+                allow_pickle=allow_pickle,
+                revision=revision,
+                adapter=adapter,
+                max_batch_size=max_batch_size,
+            )
+
+        return cls(load if lazy else load(), **options)
+
+    def with_options(self, **changes: Any) -> BPOOptimizer:
+        """A copy with other options, sharing this optimizer's (possibly loaded) model."""
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        for key, value in changes.items():
+            if key == "fmt":
+                clone._fmt = value
+            elif key in _CHECKED:
+                _check_options(**{key: value})
+                setattr(clone, key, value)
+            elif hasattr(clone, key) and not key.startswith("_"):
+                setattr(clone, key, value)
+            else:
+                raise TypeError(f"Unknown option {key!r}")
+        return clone
+
+    # --------------------------------------------------------------- accessors
+    @property
+    def backend(self) -> Backend:
+        """The generation backend, loaded on first access."""
+        return self._shared.get()
+
+    @property
+    def fmt(self) -> PromptFormat:
+        if self._fmt is None:
+            backend = self.backend
+            from bpo_core.formats import format_for
+
+            self._fmt = getattr(backend, "default_format", None) or format_for(
+                backend.name, getattr(backend, "tokenizer", None)
+            )
+        return self._fmt
+
+    def settings(self, mode: str | None = None) -> GenerationSettings:
+        return settings_for_mode(mode or self.mode, max_new_tokens=self.max_new_tokens, seed=self.seed)
+
+    # ------------------------------------------------------------------- sync
+    def optimize(self, prompt: str, *, mode: str | None = None, rounds: int | None = None) -> str:
+        """Return the optimized prompt (or ``prompt`` itself if the optimizer fell back)."""
+        return self.rewrite(prompt, mode=mode, rounds=rounds).optimized
+
+    def optimize_batch(
+        self, prompts: Sequence[str], *, mode: str | None = None, rounds: int | None = None
+    ) -> list[str]:
+        """Optimize many prompts with batched generation; results keep the input order."""
+        return [r.optimized for r in self.rewrite_batch(prompts, mode=mode, rounds=rounds)]
+
+    def rewrite(self, prompt: str, *, mode: str | None = None, rounds: int | None = None) -> OptimizationResult:
+        """Like :meth:`optimize`, returning the detailed :class:`OptimizationResult`."""
+        return self.rewrite_batch([validate_prompt(prompt)], mode=mode, rounds=rounds)[0]
+
+    def rewrite_batch(
+        self, prompts: Sequence[str], *, mode: str | None = None, rounds: int | None = None
+    ) -> list[OptimizationResult]:
+        """Like :meth:`optimize_batch`, returning detailed results."""
+        if isinstance(prompts, str) or not isinstance(prompts, Sequence):
+            raise InvalidPromptError(f"prompts must be a list of str, got {type(prompts).__name__}")
+        prompts = [validate_prompt(p, f"prompts[{i}]") for i, p in enumerate(prompts)]
+        _check_options(mode=mode, rounds=rounds)
+        n_rounds = self.rounds if rounds is None else rounds
+        settings = self.settings(mode)
+        results = [OptimizationResult(p, p) for p in prompts]
+        for _ in range(n_rounds):
+            results = self._one_round(results, settings)
+        return results
+
+    # ------------------------------------------------------------------ async
+    async def aoptimize(self, prompt: str, *, mode: str | None = None, rounds: int | None = None) -> str:
+        """Async :meth:`optimize`; generation runs in a worker thread, never on the event loop."""
+        return (await self.arewrite(prompt, mode=mode, rounds=rounds)).optimized
+
+    async def aoptimize_batch(
+        self, prompts: Sequence[str], *, mode: str | None = None, rounds: int | None = None
+    ) -> list[str]:
+        """Async :meth:`optimize_batch`."""
+        return [r.optimized for r in await self.arewrite_batch(prompts, mode=mode, rounds=rounds)]
+
+    async def arewrite(self, prompt: str, *, mode: str | None = None, rounds: int | None = None) -> OptimizationResult:
+        validate_prompt(prompt)
+        return await asyncio.to_thread(self.rewrite, prompt, mode=mode, rounds=rounds)
+
+    async def arewrite_batch(
+        self, prompts: Sequence[str], *, mode: str | None = None, rounds: int | None = None
+    ) -> list[OptimizationResult]:
+        return await asyncio.to_thread(self.rewrite_batch, prompts, mode=mode, rounds=rounds)
+
+    # -------------------------------------------------------------- internals
+    def _one_round(self, previous: list[OptimizationResult], settings: GenerationSettings) -> list[OptimizationResult]:
+        """Optimize each result's current prompt once; keep the previous prompt on any failure."""
+        results = list(previous)
+        pending: dict[str, list[tuple[int, SplitPrompt]]] = {}
+        for i, res in enumerate(previous):
+            current = res.optimized
+            if not current.strip():
+                results[i] = _fallback(res, "blank prompt passed through unchanged")
+                continue
+            split = split_prompt(current) if self.protect_context else SplitPrompt("", current, "", "")
+            pending.setdefault(split.instruction, []).append((i, split))
+        if not pending:
+            return results
+
+        try:
+            backend = self.backend
+            too_long = {s for s in pending if backend.count_tokens(s) > self.max_input_tokens}
+            todo = [s for s in pending if s not in too_long]
+            rewrites = self._generate(backend, todo, settings) if todo else {}
+        except BPOError as exc:
+            if self.on_error == "raise":
+                raise
+            logger.warning("BPO optimizer failed; using the original prompts: %s", exc)
+            return [_fallback(r, f"optimizer error: {exc}") for r in results]
+
+        for instruction, places in pending.items():
+            if instruction in too_long:
+                reason = f"instruction longer than max_input_tokens={self.max_input_tokens}; passed through"
+                for i, _ in places:
+                    results[i] = _fallback(results[i], reason)
+                continue
+            rewrite, reason = rewrites[instruction]
+            for i, split in places:
+                res = results[i]
+                if reason is not None:
+                    logger.info("BPO kept the prompt unchanged: %s", reason)
+                    results[i] = _fallback(res, reason)
+                else:
+                    new = split.with_instruction(rewrite)
+                    results[i] = OptimizationResult(res.original, new, False, None, (*res.history, new))
+        return results
+
+    def _generate(
+        self, backend: Backend, instructions: list[str], settings: GenerationSettings
+    ) -> dict[str, tuple[str, str | None]]:
+        """Rewrite each instruction; return ``{instruction: (rewrite, fallback_reason)}``."""
+        k = self.n_best
+        batch = [s for s in instructions for _ in range(k)]
+        if k > 1 and not settings.do_sample:
+            settings = settings_for_mode("aggressive", max_new_tokens=settings.max_new_tokens, seed=settings.seed)
+        raw = backend.generate(batch, self.fmt, settings)
+        out: dict[str, tuple[str, str | None]] = {}
+        for j, instruction in enumerate(instructions):
+            candidates = [clean_rewrite(t, settings) for t in raw[j * k : (j + 1) * k]]
+            verdicts = [check(instruction, c, self.guard) for c in candidates]
+            best = max(range(k), key=lambda c: (verdicts[c].ok, verdicts[c].score))
+            verdict = verdicts[best]
+            out[instruction] = (candidates[best], None if verdict.ok else verdict.reason)
+        return out
+
+
+_CHECKED = ("mode", "rounds", "on_error", "n_best")
+
+
+def _check_options(
+    *, mode: str | None = None, rounds: Any = None, on_error: str | None = None, n_best: Any = None
+) -> None:
+    if mode is not None and mode not in MODES:
+        raise ValueError(f"Unknown mode {mode!r}; expected one of {', '.join(MODES)}")
+    if rounds is not None and (not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 1):
+        raise ValueError(f"rounds must be an int >= 1, got {rounds!r}")
+    if on_error is not None and on_error not in ("fallback", "raise"):
+        raise ValueError(f"on_error must be 'fallback' or 'raise', got {on_error!r}")
+    if n_best is not None and (not isinstance(n_best, int) or n_best < 1):
+        raise ValueError(f"n_best must be an int >= 1, got {n_best!r}")
+
+
+def _fallback(res: OptimizationResult, reason: str) -> OptimizationResult:
+    # Keep the best prompt reached so far (an earlier round's rewrite survives a later failure).
+    fell_back = res.optimized == res.original
+    return OptimizationResult(res.original, res.optimized, fell_back, reason, res.history)
+
+
+class _BackendHolder:
+    """Holds a backend or loads it once, on first use, from a zero-argument loader.
+
+    A load failure is remembered so later calls fall back at once instead of retrying a slow load.
+    """
+
+    def __init__(self, source: Backend | Callable[[], Backend] | _BackendHolder) -> None:
+        if isinstance(source, _BackendHolder):
+            self.__dict__ = source.__dict__  # share state with another holder
+            return
+        self._lock = threading.Lock()
+        self._error: BPOError | None = None
+        if isinstance(source, Backend):
+            self._backend: Backend | None = source
+            self._loader = None
+        elif callable(source):
+            self._backend, self._loader = None, source
+        else:
+            raise TypeError(f"backend must be a Backend or a zero-argument loader, got {type(source).__name__}")
+
+    def get(self) -> Backend:
+        if self._backend is not None:
+            return self._backend
+        with self._lock:
+            if self._backend is None:
+                if self._error is not None:
+                    raise self._error
+                try:
+                    self._backend = self._loader()  # type: ignore[misc]
+                except BPOError as exc:
+                    self._error = exc
+                    raise
+                except Exception as exc:  # normalize third-party errors
+                    from bpo_core.errors import ModelLoadError
+
+                    self._error = ModelLoadError(f"Could not load the optimizer model: {exc}")
+                    raise self._error from exc
+        return self._backend

@@ -1,0 +1,195 @@
+"""BPORunnable: a LangChain Runnable that rewrites the user's prompt before the LLM sees it.
+
+    chain = prompt | BPORunnable() | llm
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal
+
+from langchain_core.callbacks import CallbackManagerForChainRun
+from langchain_core.callbacks.manager import (
+    AsyncCallbackManagerForChainRun,
+    adispatch_custom_event,
+    dispatch_custom_event,
+)
+from langchain_core.runnables import RunnableConfig, RunnableSerializable
+from langchain_core.runnables.config import ensure_config
+from pydantic import ConfigDict, Field, PrivateAttr
+
+from bpo_core import BPOOptimizer, OptimizationResult
+from bpo_core.generation import Mode
+from langchain_bpo.inputs import Plan, plan
+
+logger = logging.getLogger(__name__)
+
+
+class BPORunnable(RunnableSerializable[Any, Any]):
+    """Rewrite the user's prompt with a BPO optimizer; the output has the input's type.
+
+    Inputs and outputs:
+        * ``str`` -> ``str``; ``StringPromptValue`` -> ``StringPromptValue``;
+        * ``ChatPromptValue`` or a list of messages -> the same, with only the last human
+          message's text rewritten (system, AI and tool messages and non-text parts untouched;
+          the original content is kept in ``additional_kwargs["bpo_original_content"]``);
+        * ``dict`` -> the same dict with ``input_key`` rewritten.
+
+    ``batch``/``abatch`` make one batched optimizer call; ``ainvoke`` runs the model off the
+    event loop. Each rewrite is reported as a ``bpo_rewrite`` custom event (visible in
+    ``astream_events`` and callback handlers) with the original, the rewrite and any fallback reason.
+
+    ``mode`` and ``rounds`` can be made configurable at run time::
+
+        BPORunnable().configurable_fields(mode=ConfigurableField(id="bpo_mode"))
+    """
+
+    optimizer: Any = Field(default=None, exclude=True)
+    """A :class:`bpo_core.BPOOptimizer`; ``None`` uses the embedded default (loaded on first use)."""
+    mode: Mode = "greedy"
+    """Decoding mode: ``greedy``, ``stable`` or ``aggressive``."""
+    rounds: int = Field(default=1, ge=1)
+    """Rounds of iterative optimization."""
+    input_key: str = "question"
+    """The key rewritten when the input is a dict."""
+    on_error: Literal["fallback", "raise"] = "fallback"
+    """``fallback`` passes the prompt through on optimizer failure; ``raise`` raises (for ``with_fallbacks``)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+    _resolved: BPOOptimizer | None = PrivateAttr(default=None)
+
+    @property
+    def _optimizer(self) -> BPOOptimizer:
+        if self._resolved is None:
+            base = self.optimizer if self.optimizer is not None else BPOOptimizer.default()
+            if not isinstance(base, BPOOptimizer):
+                raise TypeError(f"optimizer must be a bpo_core.BPOOptimizer, got {type(base).__name__}")
+            self._resolved = base.with_options(on_error=self.on_error)
+        return self._resolved
+
+    # ----------------------------------------------------------------- core work
+    def _results(self, plans: list[Plan]) -> list[list[OptimizationResult]]:
+        texts = [t for p in plans for t in p.texts]
+        flat = self._optimizer.rewrite_batch(texts, mode=self.mode, rounds=self.rounds) if texts else []
+        return _regroup(plans, flat)
+
+    async def _aresults(self, plans: list[Plan]) -> list[list[OptimizationResult]]:
+        texts = [t for p in plans for t in p.texts]
+        flat = await self._optimizer.arewrite_batch(texts, mode=self.mode, rounds=self.rounds) if texts else []
+        return _regroup(plans, flat)
+
+    def _invoke(self, value: Any, run_manager: CallbackManagerForChainRun, config: RunnableConfig) -> Any:
+        p = plan(value, self.input_key)
+        results = self._results([p])[0]
+        _report(config, results)
+        return p.rebuild(results)
+
+    async def _ainvoke(
+        self, value: Any, run_manager: AsyncCallbackManagerForChainRun, config: RunnableConfig
+    ) -> Any:
+        p = plan(value, self.input_key)
+        results = (await self._aresults([p]))[0]
+        await _areport(config, results)
+        return p.rebuild(results)
+
+    def _batch(
+        self, values: list[Any], run_manager: list[CallbackManagerForChainRun], config: list[RunnableConfig]
+    ) -> list[Any]:
+        plans: list[Plan | Exception] = []
+        for v in values:
+            try:
+                plans.append(plan(v, self.input_key))
+            except Exception as exc:  # one bad input must not sink the others
+                plans.append(exc)
+        good = [p for p in plans if isinstance(p, Plan)]
+        grouped = iter(self._results(good))
+        out: list[Any] = []
+        for p, cfg in zip(plans, config):
+            if isinstance(p, Exception):
+                out.append(p)
+            else:
+                results = next(grouped)
+                _report(cfg, results)
+                out.append(p.rebuild(results))
+        return out
+
+    async def _abatch(
+        self,
+        values: list[Any],
+        run_manager: list[AsyncCallbackManagerForChainRun],
+        config: list[RunnableConfig],
+    ) -> list[Any]:
+        plans: list[Plan | Exception] = []
+        for v in values:
+            try:
+                plans.append(plan(v, self.input_key))
+            except Exception as exc:
+                plans.append(exc)
+        grouped = iter(await self._aresults([p for p in plans if isinstance(p, Plan)]))
+        out: list[Any] = []
+        for p, cfg in zip(plans, config):
+            if isinstance(p, Exception):
+                out.append(p)
+            else:
+                results = next(grouped)
+                await _areport(cfg, results)
+                out.append(p.rebuild(results))
+        return out
+
+    # ------------------------------------------------------------ Runnable API
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        return self._call_with_config(self._invoke, input, ensure_config(config), run_type="prompt")
+
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        return await self._acall_with_config(self._ainvoke, input, ensure_config(config), run_type="prompt")
+
+    def batch(
+        self,
+        inputs: list[Any],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[Any]:
+        if not inputs:
+            return []
+        return self._batch_with_config(
+            self._batch, inputs, config, return_exceptions=return_exceptions, run_type="prompt"
+        )
+
+    async def abatch(
+        self,
+        inputs: list[Any],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[Any]:
+        if not inputs:
+            return []
+        return await self._abatch_with_config(
+            self._abatch, inputs, config, return_exceptions=return_exceptions, run_type="prompt"
+        )
+
+
+def _regroup(plans: list[Plan], flat: list[OptimizationResult]) -> list[list[OptimizationResult]]:
+    grouped, start = [], 0
+    for p in plans:
+        grouped.append(flat[start : start + len(p.texts)])
+        start += len(p.texts)
+    return grouped
+
+
+def _event(results: list[OptimizationResult]) -> dict[str, Any]:
+    return {"results": [r.to_dict() for r in results]}
+
+
+def _report(config: RunnableConfig, results: list[OptimizationResult]) -> None:
+    # ``config`` is the child config of this step's run, so the event is attributed to it.
+    if results and config.get("callbacks"):
+        dispatch_custom_event("bpo_rewrite", _event(results), config=config)
+
+
+async def _areport(config: RunnableConfig, results: list[OptimizationResult]) -> None:
+    if results and config.get("callbacks"):
+        await adispatch_custom_event("bpo_rewrite", _event(results), config=config)

@@ -1,0 +1,201 @@
+"""bpo_core on the real embedded model: rewrites, batching, modes, rounds, fallbacks, bad input."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from bpo_core import (
+    BPO_INST_TEMPLATE,
+    BPOOptimizer,
+    GenerationError,
+    InstFormat,
+    InvalidPromptError,
+    ModelLoadError,
+    OptimizationResult,
+)
+from bpo_core.formats import ChatFormat
+from tests.conftest import PROMPTS, CountingBackend
+
+
+def _is_rewrite_or_original(res: OptimizationResult) -> bool:
+    return (res.fell_back and res.optimized == res.original and res.reason) or (
+        not res.fell_back and res.optimized.strip() != ""
+    )
+
+
+def test_trained_default_rewrites_most_prompts(optimizer):
+    results = optimizer.rewrite_batch(PROMPTS)
+    assert [r.original for r in results] == PROMPTS
+    changed = [r for r in results if r.changed]
+    # The shipped adapter makes the model rewrite rather than answer.
+    assert len(changed) >= 2, [r.reason for r in results]
+    for r in results:
+        assert _is_rewrite_or_original(r)
+        assert "expert prompt engineer" not in r.optimized  # template text never leaks
+        if r.changed:
+            assert r.history[-1] == r.optimized
+
+
+def test_optimize_returns_str(optimizer):
+    out = optimizer.optimize(PROMPTS[0])
+    assert isinstance(out, str) and out.strip()
+
+
+def test_batch_is_one_generate_call(backend):
+    spy = CountingBackend(backend)
+    opt = BPOOptimizer(spy, max_new_tokens=24)
+    out = opt.optimize_batch(PROMPTS)
+    assert len(out) == len(PROMPTS)
+    assert len(spy.calls) == 1 and len(spy.calls[0]) == len(PROMPTS)
+
+
+def test_batch_dedupes_identical_prompts(backend):
+    spy = CountingBackend(backend)
+    opt = BPOOptimizer(spy, max_new_tokens=24)
+    out = opt.optimize_batch([PROMPTS[0]] * 3)
+    assert len(out) == 3 and len(set(out)) == 1
+    assert spy.calls == [[PROMPTS[0]]]
+
+
+def test_greedy_is_reproducible(optimizer):
+    assert optimizer.optimize(PROMPTS[2]) == optimizer.optimize(PROMPTS[2])
+
+
+def test_context_kept_verbatim(optimizer):
+    context = 'The quick brown fox\n  jumps over "the lazy dog".\n\n```python\nprint({1: 2})\n```\n'
+    prompt = "Summarize the following text.\n" + context
+    res = optimizer.rewrite(prompt)
+    assert res.optimized.endswith("\n" + context)
+
+
+def test_inst_marker_inside_prompt(optimizer):
+    prompt = "Explain what [/INST] means in Llama prompts [/INST] and why it matters"
+    res = optimizer.rewrite(prompt)
+    assert _is_rewrite_or_original(res)
+    assert "expert prompt engineer" not in res.optimized
+
+
+@pytest.mark.parametrize("bad", [None, 42, 3.5, b"bytes", ["list"], {"a": 1}])
+def test_bad_types_raise_clear_error(optimizer, bad):
+    with pytest.raises(InvalidPromptError, match="str"):
+        optimizer.optimize(bad)
+    with pytest.raises(ValueError):  # also a ValueError (and a TypeError)
+        optimizer.optimize(bad)
+
+
+def test_bad_batch_names_the_index(optimizer):
+    with pytest.raises(InvalidPromptError, match=r"prompts\[1\]"):
+        optimizer.optimize_batch(["ok", None])
+    with pytest.raises(InvalidPromptError):
+        optimizer.optimize_batch("a string, not a list")
+
+
+@pytest.mark.parametrize("blank", ["", "   ", "\n\t"])
+def test_blank_prompt_passes_through(optimizer, blank):
+    res = optimizer.rewrite(blank)
+    assert res.optimized == blank and res.fell_back and "blank" in res.reason
+
+
+def test_too_long_instruction_passes_through(backend):
+    opt = BPOOptimizer(backend, max_new_tokens=8, max_input_tokens=16)
+    prompt = "word " * 200
+    res = opt.rewrite(prompt)
+    assert res.optimized == prompt and res.fell_back and "max_input_tokens" in res.reason
+
+
+def test_load_error_falls_back(tmp_path, caplog):
+    opt = BPOOptimizer.from_pretrained(str(tmp_path / "missing"), lazy=True)
+    with caplog.at_level("WARNING"):
+        res = opt.rewrite("hello there, how are you")
+    assert res.optimized == "hello there, how are you" and res.fell_back
+    assert "optimizer error" in res.reason
+    assert any("failed" in r.message for r in caplog.records)
+
+
+def test_load_error_raises_when_asked(tmp_path):
+    opt = BPOOptimizer.from_pretrained(str(tmp_path / "missing"), lazy=True, on_error="raise")
+    with pytest.raises(ModelLoadError):
+        opt.optimize("hello")
+
+
+class BrokenFormat(ChatFormat):
+    def encode(self, prompt, tokenizer):
+        raise RuntimeError("tokenizer exploded")
+
+
+def test_generation_error_falls_back_or_raises(backend):
+    res = BPOOptimizer(backend, fmt=BrokenFormat()).rewrite("Write a haiku about rain.")
+    assert res.fell_back and res.optimized == "Write a haiku about rain." and "exploded" in res.reason
+    with pytest.raises(GenerationError):
+        BPOOptimizer(backend, fmt=BrokenFormat(), on_error="raise").optimize("Write a haiku about rain.")
+
+
+def test_modes_and_seed(backend):
+    for mode in ("stable", "aggressive"):
+        opt = BPOOptimizer(backend, mode=mode, seed=7, max_new_tokens=32)
+        a, b = opt.rewrite(PROMPTS[1]), opt.rewrite(PROMPTS[1])
+        assert a.optimized == b.optimized  # same seed, same sample
+        assert _is_rewrite_or_original(a)
+        if mode == "aggressive" and a.changed:
+            assert "\n" not in a.optimized and "[PRO" not in a.optimized
+
+
+def test_rounds_record_history(backend):
+    opt = BPOOptimizer(backend, max_new_tokens=40, rounds=2)
+    res = opt.rewrite(PROMPTS[3])
+    assert len(res.history) <= 2
+    if res.history:
+        assert res.optimized == res.history[-1]
+
+
+def test_invalid_options():
+    with pytest.raises(ValueError, match="mode"):
+        BPOOptimizer(lambda: None, mode="wild")
+    with pytest.raises(ValueError, match="rounds"):
+        BPOOptimizer(lambda: None, rounds=0)
+    with pytest.raises(ValueError, match="on_error"):
+        BPOOptimizer(lambda: None, on_error="ignore")
+    with pytest.raises(TypeError):
+        BPOOptimizer(lambda: None).with_options(colour="blue")
+
+
+def test_with_options_shares_model(optimizer):
+    other = optimizer.with_options(mode="stable", rounds=2)
+    assert other.backend is optimizer.backend and other.mode == "stable" and optimizer.mode == "greedy"
+
+
+async def test_async_twins(optimizer):
+    single = await optimizer.aoptimize(PROMPTS[0])
+    batch = await optimizer.aoptimize_batch(PROMPTS[:2])
+    assert single == optimizer.optimize(PROMPTS[0])
+    assert len(batch) == 2 and all(isinstance(x, str) for x in batch)
+
+
+async def test_async_does_not_block_event_loop(optimizer):
+    ticks = 0
+
+    async def ticker():
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    task = asyncio.create_task(ticker())
+    await optimizer.aoptimize("Describe a sunset over the mountains in detail.")
+    task.cancel()
+    assert ticks > 3
+
+
+def test_authors_inst_format_from_local_dir(backend):
+    """The THUDM/BPO path (``[INST]`` template) against a local checkpoint folder."""
+    from bpo_core.embedded import converted_base_dir
+
+    opt = BPOOptimizer.from_pretrained(str(converted_base_dir()), fmt=InstFormat(), max_new_tokens=16)
+    assert opt.fmt.template == BPO_INST_TEMPLATE
+    tokenizer = opt.backend.tokenizer
+    rendered = opt.fmt.render("say {hi} [/INST]", tokenizer)
+    assert rendered.endswith("say {hi} [/INST] [/INST]") and rendered.startswith("[INST] You are an expert")
+    res = opt.rewrite("Tell me about the moon.")
+    assert isinstance(res.optimized, str)
