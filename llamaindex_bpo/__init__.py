@@ -1,5 +1,6 @@
-"""LlamaIndex face of bpo-prompt: a query transform for TransformQueryEngine / TransformRetriever."""
+"""LlamaIndex face of bpo-prompt: a query transform, an agent wrapper and a chat engine."""
 
+from llamaindex_bpo.agents import BPOAgent, BPOCondensePlusContextChatEngine
 from llamaindex_bpo.query_transform import BPOQueryTransform
 
-__all__ = ["BPOQueryTransform"]
+__all__ = ["BPOQueryTransform", "BPOAgent", "BPOCondensePlusContextChatEngine"]

@@ -1,0 +1,66 @@
+"""BPOMiddleware: optimize the user's newest turn before a LangChain 1.x agent starts.
+
+    agent = create_agent(model, tools, middleware=[BPOMiddleware()])
+
+``before_agent`` runs once per invocation, before the model/tool loop, so the prompt is
+rewritten once, not on every tool round trip. System prompts, AI messages, tool calls and tool
+results are never touched.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langchain.agents.middleware import AgentMiddleware, AgentState
+from langchain_core.messages import BaseMessage
+
+from bpo_core import BPOOptimizer, OptimizationResult
+from langchain_bpo.inputs import ORIGINAL_KEY, Plan, plan
+
+
+class BPOMiddleware(AgentMiddleware):
+    """Rewrite the newest human message with a BPO optimizer, once per agent invocation.
+
+    The rewritten message keeps its id (so the message list's reducer replaces it in place) and
+    carries the user's original content in ``additional_kwargs["bpo_original_content"]``.
+    A message that already carries that key is not rewritten again.
+    """
+
+    def __init__(self, optimizer: BPOOptimizer | None = None, *, mode: str | None = None, rounds: int | None = None):
+        super().__init__()
+        if optimizer is not None and not isinstance(optimizer, BPOOptimizer):
+            raise TypeError(f"optimizer must be a bpo_core.BPOOptimizer, got {type(optimizer).__name__}")
+        self.optimizer = optimizer if optimizer is not None else BPOOptimizer.default()
+        self.mode = mode
+        self.rounds = rounds
+
+    @property
+    def name(self) -> str:
+        return "BPOMiddleware"
+
+    def _plan(self, state: AgentState) -> tuple[Plan, list[BaseMessage]] | None:
+        messages = list(state.get("messages") or [])
+        humans = [m for m in messages if m.type == "human"]
+        if not humans or ORIGINAL_KEY in humans[-1].additional_kwargs:
+            return None
+        return plan(messages, input_key=""), messages
+
+    def _update(self, messages: list[BaseMessage], new: list[BaseMessage]) -> dict[str, Any] | None:
+        changed = [n for o, n in zip(messages, new) if o is not n]
+        return {"messages": changed} if changed else None
+
+    def before_agent(self, state: AgentState, runtime: Any) -> dict[str, Any] | None:
+        planned = self._plan(state)
+        if planned is None:
+            return None
+        p, messages = planned
+        results: list[OptimizationResult] = self.optimizer.rewrite_batch(p.texts, mode=self.mode, rounds=self.rounds)
+        return self._update(messages, p.rebuild(results))
+
+    async def abefore_agent(self, state: AgentState, runtime: Any) -> dict[str, Any] | None:
+        planned = self._plan(state)
+        if planned is None:
+            return None
+        p, messages = planned
+        results = await self.optimizer.arewrite_batch(p.texts, mode=self.mode, rounds=self.rounds)
+        return self._update(messages, p.rebuild(results))
