@@ -81,7 +81,8 @@ def _convert(gguf: Path, target: Path) -> None:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    target.parent.mkdir(parents=True, exist_ok=True)
+    # Owner-only: the cache is per user, and nobody else should swap the weights under us.
+    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     # Write into a temporary sibling and rename, so a killed conversion never leaves a half cache.
     tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
     try:

@@ -26,6 +26,21 @@ BPO_SYSTEM_PROMPT = (
 )
 
 PLACEHOLDER = "{prompt}"
+_SENTINEL = "\x00BPO_PROMPT\x00"
+
+
+def encode_around(
+    tokenizer: PreTrainedTokenizerBase, before: str, prompt: str, after: str, *, add_special_tokens: bool
+) -> list[int]:
+    """Token ids of ``before + prompt + after`` where ``prompt`` can never produce special tokens.
+
+    A user prompt containing ``<|im_start|>`` or ``</s>`` is tokenized as the literal text, so it
+    cannot open a new turn or end the input (prompt injection into the template).
+    """
+    head = list(tokenizer(before, add_special_tokens=add_special_tokens)["input_ids"]) if before else []
+    body = list(tokenizer(prompt, add_special_tokens=False, split_special_tokens=True)["input_ids"])
+    tail = list(tokenizer(after, add_special_tokens=False)["input_ids"]) if after else []
+    return head + body + tail
 
 
 @runtime_checkable
@@ -60,7 +75,8 @@ class InstFormat:
         return self.template.replace(PLACEHOLDER, prompt)
 
     def encode(self, prompt: str, tokenizer: PreTrainedTokenizerBase) -> list[int]:
-        return list(tokenizer(self.render(prompt))["input_ids"])
+        before, after = self.template.split(PLACEHOLDER, 1)
+        return encode_around(tokenizer, before, prompt, after, add_special_tokens=True)
 
     def with_template(self, template: str) -> InstFormat:
         return replace(self, template=template)
@@ -88,8 +104,11 @@ class ChatFormat:
         return tokenizer.apply_chat_template(self.messages(prompt), tokenize=False, add_generation_prompt=True)
 
     def encode(self, prompt: str, tokenizer: PreTrainedTokenizerBase) -> list[int]:
-        # Render to text, then tokenize without adding special tokens: the template has them.
-        return list(tokenizer(self.render(prompt, tokenizer), add_special_tokens=False)["input_ids"])
+        # Render around a sentinel so the template's special tokens stay special while the
+        # user's text is tokenized as plain text. The rendered template has its own specials.
+        rendered = self.render(_SENTINEL, tokenizer)
+        before, after = rendered.split(_SENTINEL, 1)
+        return encode_around(tokenizer, before, prompt, after, add_special_tokens=False)
 
     def with_template(self, template: str) -> ChatFormat:
         return replace(self, template=template)

@@ -34,6 +34,8 @@ class GenerationSettings(BaseModel):
     min_new_tokens_extra: int | None = None
     cut_prefixes: tuple[str, ...] = ()
     seed: int | None = None
+    #: Stop generating after this many seconds (set from the optimizer's timeout_s).
+    max_time: float | None = None
 
     @property
     def deterministic(self) -> bool:

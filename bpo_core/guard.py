@@ -113,15 +113,15 @@ def check(original: str, rewrite: str, config: GuardConfig | None = None) -> Ver
         head = rewrite.lstrip(" \"'*#").lower()
         opener = next((o for o in ANSWER_OPENERS if head.startswith(o)), None)
         if opener and not original.lower().lstrip().startswith(opener):
-            return Verdict(False, f"looks like an answer, not a rewrite (starts with {opener!r})", score)
+            return Verdict(False, f"looks like an answer, not a rewrite: starts with {opener!r}", score)
     if ratio < config.min_length_ratio:
-        return Verdict(False, f"rewrite too short ({n_new} words for {n_orig})", score)
+        return Verdict(False, f"rewrite too short: {n_new} words for {n_orig}", score)
     if long_ratio > config.max_length_ratio:
-        return Verdict(False, f"rewrite too long ({n_new} words for {n_orig})", score)
+        return Verdict(False, f"rewrite too long: {n_new} words for {n_orig}", score)
     if recall < config.min_keyword_recall:
         return Verdict(False, f"rewrite drops key words: {', '.join(missing[:5])}", score)
     if config.keep_quoted:
         lost = [p for p in protected_phrases(original) if p not in rewrite]
         if lost:
-            return Verdict(False, f"rewrite changes quoted text {lost[0]!r}", score)
+            return Verdict(False, f"rewrite changes quoted text: {lost[0]!r}", score)
     return Verdict(True, None, score)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import functools
 import logging
 import re
 import threading
@@ -14,6 +16,7 @@ from bpo_core.errors import BPOError, InvalidPromptError
 from bpo_core.formats import PromptFormat
 from bpo_core.generation import MODES, GenerationSettings, cut_at_markers, settings_for_mode
 from bpo_core.guard import GuardConfig, check
+from bpo_core.language import looks_english
 from bpo_core.result import OptimizationResult
 from bpo_core.spans import SplitPrompt, split_prompt
 
@@ -59,6 +62,9 @@ class BPOOptimizer:
             optimized.
         max_input_tokens: longer instructions pass through unchanged (documented, never an error).
         n_best: sample this many candidates per prompt and keep the best by the guard's score.
+        timeout_s: a call that takes longer returns the original prompts (sync and async).
+        english_only: pass non-English prompts through unchanged (the optimizer is English-trained).
+        log_prompts: include prompt text in log messages (off: logs name only the kind of fallback).
     """
 
     def __init__(
@@ -75,8 +81,11 @@ class BPOOptimizer:
         protect_context: bool = True,
         max_input_tokens: int = 1024,
         n_best: int = 1,
+        timeout_s: float | None = None,
+        english_only: bool = True,
+        log_prompts: bool = False,
     ) -> None:
-        _check_options(mode=mode, rounds=rounds, on_error=on_error, n_best=n_best)
+        _check_options(mode=mode, rounds=rounds, on_error=on_error, n_best=n_best, timeout_s=timeout_s)
         self._shared = _BackendHolder(backend)
         self._fmt = fmt
         self.mode = mode
@@ -88,6 +97,9 @@ class BPOOptimizer:
         self.protect_context = protect_context
         self.max_input_tokens = max_input_tokens
         self.n_best = n_best
+        self.timeout_s = timeout_s
+        self.english_only = english_only
+        self.log_prompts = log_prompts
 
     # ------------------------------------------------------------ constructors
     @classmethod
@@ -199,6 +211,20 @@ class BPOOptimizer:
         _check_options(mode=mode, rounds=rounds)
         n_rounds = self.rounds if rounds is None else rounds
         settings = self.settings(mode)
+        if self.timeout_s is None:
+            return self._run_rounds(prompts, settings, n_rounds)
+        # Generation stops itself soon after the deadline (max_time); the caller does not wait.
+        settings = settings.model_copy(update={"max_time": self.timeout_s})
+        future = _timeout_pool().submit(self._run_rounds, prompts, settings, n_rounds)
+        try:
+            return future.result(timeout=self.timeout_s)
+        except concurrent.futures.TimeoutError:
+            if self.on_error == "raise":
+                raise TimeoutError(f"BPO optimization took longer than timeout_s={self.timeout_s}") from None
+            logger.warning("BPO optimizer timed out after %ss; using the original prompts", self.timeout_s)
+            return [OptimizationResult(p, p, True, f"timed out after {self.timeout_s}s") for p in prompts]
+
+    def _run_rounds(self, prompts: list[str], settings: GenerationSettings, n_rounds: int) -> list[OptimizationResult]:
         results = [OptimizationResult(p, p) for p in prompts]
         for _ in range(n_rounds):
             results = self._one_round(results, settings)
@@ -234,6 +260,9 @@ class BPOOptimizer:
             if not current.strip():
                 results[i] = _fallback(res, "blank prompt passed through unchanged")
                 continue
+            if self.english_only and not looks_english(current):
+                results[i] = _fallback(res, "non-English prompt passed through unchanged (english_only=True)")
+                continue
             split = split_prompt(current) if self.protect_context else SplitPrompt("", current, "", "")
             pending.setdefault(split.instruction, []).append((i, split))
         if not pending:
@@ -247,7 +276,9 @@ class BPOOptimizer:
         except BPOError as exc:
             if self.on_error == "raise":
                 raise
-            logger.warning("BPO optimizer failed; using the original prompts: %s", exc)
+            logger.warning(
+                "BPO optimizer failed; using the original prompts: %s", exc if self.log_prompts else type(exc).__name__
+            )
             return [_fallback(r, f"optimizer error: {exc}") for r in results]
 
         for instruction, places in pending.items():
@@ -260,7 +291,8 @@ class BPOOptimizer:
             for i, split in places:
                 res = results[i]
                 if reason is not None:
-                    logger.info("BPO kept the prompt unchanged: %s", reason)
+                    # Reasons may quote the prompt; without log_prompts only their kind is logged.
+                    logger.info("BPO kept the prompt unchanged: %s", reason if self.log_prompts else reason.split(":")[0])
                     results[i] = _fallback(res, reason)
                 else:
                     new = split.with_instruction(rewrite)
@@ -286,12 +318,24 @@ class BPOOptimizer:
         return out
 
 
-_CHECKED = ("mode", "rounds", "on_error", "n_best")
+_CHECKED = ("mode", "rounds", "on_error", "n_best", "timeout_s")
+
+
+@functools.lru_cache(maxsize=1)
+def _timeout_pool() -> concurrent.futures.ThreadPoolExecutor:
+    return concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="bpo-timeout")
 
 
 def _check_options(
-    *, mode: str | None = None, rounds: Any = None, on_error: str | None = None, n_best: Any = None
+    *,
+    mode: str | None = None,
+    rounds: Any = None,
+    on_error: str | None = None,
+    n_best: Any = None,
+    timeout_s: Any = None,
 ) -> None:
+    if timeout_s is not None and (not isinstance(timeout_s, (int, float)) or timeout_s <= 0):
+        raise ValueError(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
     if mode is not None and mode not in MODES:
         raise ValueError(f"Unknown mode {mode!r}; expected one of {', '.join(MODES)}")
     if rounds is not None and (not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 1):

@@ -44,7 +44,7 @@ class BPORunnable(RunnableSerializable[Any, Any]):
         BPORunnable().configurable_fields(mode=ConfigurableField(id="bpo_mode"))
     """
 
-    optimizer: Any = Field(default=None, exclude=True)
+    optimizer: Any = Field(default=None, exclude=True, repr=False)
     """A :class:`bpo_core.BPOOptimizer`; ``None`` uses the embedded default (loaded on first use)."""
     mode: Mode = "greedy"
     """Decoding mode: ``greedy``, ``stable`` or ``aggressive``."""

@@ -73,7 +73,9 @@ class HFBackend:
         self.name = name or str(getattr(model.config, "_name_or_path", type(model).__name__))
         self.max_batch_size = max_batch_size
         self.device = str(next(model.parameters()).device)
-        self._lock = threading.Lock()
+        # One re-entrant lock for the model *and* the tokenizer: HF fast tokenizers are not
+        # safe to use from several threads at once ("Already borrowed").
+        self._lock = threading.RLock()
         self._pad_id = self._pick_pad_id()
         self._newline_id = self._single_token_id("\n")
         if num_threads is not None:
@@ -118,7 +120,10 @@ class HFBackend:
                 path, dtype=torch_dtype, use_safetensors=None if allow_pickle else True, **common
             )
         except Exception as exc:
-            raise ModelLoadError(f"Could not load optimizer model {path!r}: {exc}") from exc
+            hint = ""
+            if not allow_pickle and "safetensors" in str(exc).lower():
+                hint = " (only safetensors weights are loaded by default; pass allow_pickle=True if you trust pickle files)"
+            raise ModelLoadError(f"Could not load optimizer model {path!r}: {exc}{hint}") from exc
         if adapter is not None:
             model = _merge_adapter(model, adapter)
         model.to(device)
@@ -132,18 +137,19 @@ class HFBackend:
 
     # --------------------------------------------------------------- generation
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        with self._lock:
+            return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def generate(self, prompts: list[str], fmt: PromptFormat, settings: GenerationSettings) -> list[str]:
         if not prompts:
             return []
-        try:
-            encoded = [fmt.encode(p, self.tokenizer) for p in prompts]
-        except Exception as exc:
-            raise GenerationError(f"Could not build the optimizer input: {exc}") from exc
-        order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
-        outputs: list[str] = [""] * len(prompts)
         with self._lock:
+            try:
+                encoded = [fmt.encode(p, self.tokenizer) for p in prompts]
+            except Exception as exc:
+                raise GenerationError(f"Could not build the optimizer input: {exc}") from exc
+            order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
+            outputs: list[str] = [""] * len(prompts)
             for start in range(0, len(order), self.max_batch_size):
                 chunk = order[start : start + self.max_batch_size]
                 texts = self._generate_chunk([encoded[i] for i in chunk], [prompts[i] for i in chunk], settings)
@@ -183,6 +189,8 @@ class HFBackend:
             "pad_token_id": self._pad_id,
             "use_cache": True,
         }
+        if settings.max_time is not None:
+            kwargs["max_time"] = settings.max_time
         if settings.do_sample:
             kwargs.update(temperature=settings.temperature, top_p=settings.top_p)
         else:  # silence transformers' warnings about sampling params on greedy decoding
