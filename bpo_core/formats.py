@@ -7,6 +7,7 @@ itself contain ``[/INST]`` or ``<|im_start|>``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -27,6 +28,14 @@ BPO_SYSTEM_PROMPT = (
 
 PLACEHOLDER = "{prompt}"
 _SENTINEL = "\x00BPO_PROMPT\x00"
+
+
+def _with_history(text: str, history: tuple[tuple[str, str], ...]) -> str:
+    """Append earlier turns to the instruction text, so the optimizer can resolve references."""
+    if not history:
+        return text
+    turns = "\n".join(f"{role}: {content}" for role, content in history)
+    return f"{text}\n\nEarlier conversation (context only, do not rewrite it):\n{turns}\n"
 
 
 def encode_around(
@@ -59,12 +68,16 @@ class PromptFormat(Protocol):
     def with_template(self, template: str) -> PromptFormat:
         """Return a copy using another template text."""
 
+    def with_history(self, history: Sequence[tuple[str, str]]) -> PromptFormat:
+        """Return a copy that shows the optimizer these earlier conversation turns."""
+
 
 @dataclass(frozen=True)
 class InstFormat:
     """The authors' ``[INST] ... {prompt} [/INST]`` format, used by THUDM/BPO (Llama-2 based)."""
 
     template: str = BPO_INST_TEMPLATE
+    history: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if PLACEHOLDER not in self.template:
@@ -72,14 +85,18 @@ class InstFormat:
 
     def render(self, prompt: str, tokenizer: PreTrainedTokenizerBase | None = None) -> str:
         # str.replace, not str.format: braces in the user's prompt must stay literal.
-        return self.template.replace(PLACEHOLDER, prompt)
+        before, after = self.template.split(PLACEHOLDER, 1)
+        return _with_history(before, self.history) + prompt + after
 
     def encode(self, prompt: str, tokenizer: PreTrainedTokenizerBase) -> list[int]:
         before, after = self.template.split(PLACEHOLDER, 1)
-        return encode_around(tokenizer, before, prompt, after, add_special_tokens=True)
+        return encode_around(tokenizer, _with_history(before, self.history), prompt, after, add_special_tokens=True)
 
     def with_template(self, template: str) -> InstFormat:
         return replace(self, template=template)
+
+    def with_history(self, history: Sequence[tuple[str, str]]) -> InstFormat:
+        return replace(self, history=tuple(history))
 
 
 @dataclass(frozen=True)
@@ -90,15 +107,20 @@ class ChatFormat:
     """
 
     template: str = BPO_SYSTEM_PROMPT
+    #: Earlier conversation turns as ``(role, text)`` pairs, shown to the optimizer as context.
+    history: tuple[tuple[str, str], ...] = ()
 
     def messages(self, prompt: str) -> list[dict[str, str]]:
-        return [{"role": "system", "content": self.template}, {"role": "user", "content": prompt}]
+        return [{"role": "system", "content": _with_history(self.template, self.history)}, {"role": "user", "content": prompt}]
+
+    def with_history(self, history: Sequence[tuple[str, str]]) -> ChatFormat:
+        return replace(self, history=tuple(history))
 
     def render(self, prompt: str, tokenizer: PreTrainedTokenizerBase | None = None) -> str:
         if tokenizer is None or not getattr(tokenizer, "chat_template", None):
             # Without a tokenizer (e.g. a remote endpoint), fall back to the ChatML layout.
             return (
-                f"<|im_start|>system\n{self.template}<|im_end|>\n"
+                f"<|im_start|>system\n{_with_history(self.template, self.history)}<|im_end|>\n"
                 f"<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n"
             )
         return tokenizer.apply_chat_template(self.messages(prompt), tokenize=False, add_generation_prompt=True)

@@ -23,7 +23,8 @@ STOPWORDS = frozenset(
     they them their this that these those there here what which who whom whose when where why how can could would
     should will shall may might must not no nor so than too very just also any all some each every more most other
     such only own same both few many much please let lets get give make tell write some something thing things want
-    need like know one use using used way up out over under again further once yes ok okay""".split()
+    need like know one use using used way up out over under again further once yes ok okay
+    whats hows whos wheres whys im ive dont doesnt cant wont isnt arent""".split()
 )
 
 # Openers of an answer or a refusal rather than a rewritten request.

@@ -197,9 +197,22 @@ class BPOOptimizer:
         """Optimize many prompts with batched generation; results keep the input order."""
         return [r.optimized for r in self.rewrite_batch(prompts, mode=mode, rounds=rounds)]
 
-    def rewrite(self, prompt: str, *, mode: str | None = None, rounds: int | None = None) -> OptimizationResult:
-        """Like :meth:`optimize`, returning the detailed :class:`OptimizationResult`."""
-        return self.rewrite_batch([validate_prompt(prompt)], mode=mode, rounds=rounds)[0]
+    def rewrite(
+        self,
+        prompt: str,
+        *,
+        mode: str | None = None,
+        rounds: int | None = None,
+        history: Sequence[tuple[str, str]] | None = None,
+    ) -> OptimizationResult:
+        """Like :meth:`optimize`, returning the detailed :class:`OptimizationResult`.
+
+        ``history``: earlier conversation turns as ``(role, text)`` pairs, given to the optimizer
+        as context (only ``prompt`` is rewritten).
+        """
+        validate_prompt(prompt)
+        target = self.with_options(fmt=self.fmt.with_history(history)) if history else self
+        return target.rewrite_batch([prompt], mode=mode, rounds=rounds)[0]
 
     def rewrite_batch(
         self, prompts: Sequence[str], *, mode: str | None = None, rounds: int | None = None
@@ -241,9 +254,16 @@ class BPOOptimizer:
         """Async :meth:`optimize_batch`."""
         return [r.optimized for r in await self.arewrite_batch(prompts, mode=mode, rounds=rounds)]
 
-    async def arewrite(self, prompt: str, *, mode: str | None = None, rounds: int | None = None) -> OptimizationResult:
+    async def arewrite(
+        self,
+        prompt: str,
+        *,
+        mode: str | None = None,
+        rounds: int | None = None,
+        history: Sequence[tuple[str, str]] | None = None,
+    ) -> OptimizationResult:
         validate_prompt(prompt)
-        return await asyncio.to_thread(self.rewrite, prompt, mode=mode, rounds=rounds)
+        return await asyncio.to_thread(self.rewrite, prompt, mode=mode, rounds=rounds, history=history)
 
     async def arewrite_batch(
         self, prompts: Sequence[str], *, mode: str | None = None, rounds: int | None = None

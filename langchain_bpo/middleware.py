@@ -26,8 +26,17 @@ class BPOMiddleware(AgentMiddleware):
     A message that already carries that key is not rewritten again.
     """
 
-    def __init__(self, optimizer: BPOOptimizer | None = None, *, mode: str | None = None, rounds: int | None = None):
+    def __init__(
+        self,
+        optimizer: BPOOptimizer | None = None,
+        *,
+        mode: str | None = None,
+        rounds: int | None = None,
+        history_turns: int = 0,
+    ):
+        """``history_turns``: give the optimizer this many earlier human/AI turns as context."""
         super().__init__()
+        self.history_turns = history_turns
         if optimizer is not None and not isinstance(optimizer, BPOOptimizer):
             raise TypeError(f"optimizer must be a bpo_core.BPOOptimizer, got {type(optimizer).__name__}")
         self.optimizer = optimizer if optimizer is not None else BPOOptimizer.default()
@@ -49,12 +58,21 @@ class BPOMiddleware(AgentMiddleware):
         changed = [n for o, n in zip(messages, new) if o is not n]
         return {"messages": changed} if changed else None
 
+    def _optimizer_for(self, messages: list[BaseMessage]) -> BPOOptimizer:
+        if not self.history_turns:
+            return self.optimizer
+        last_human = max(i for i, m in enumerate(messages) if m.type == "human")
+        earlier = [(m.type, m.text) for m in messages[:last_human] if m.type in ("human", "ai") and m.text]
+        turns = earlier[-self.history_turns :]
+        return self.optimizer.with_options(fmt=self.optimizer.fmt.with_history(turns)) if turns else self.optimizer
+
     def before_agent(self, state: AgentState, runtime: Any) -> dict[str, Any] | None:
         planned = self._plan(state)
         if planned is None:
             return None
         p, messages = planned
-        results: list[OptimizationResult] = self.optimizer.rewrite_batch(p.texts, mode=self.mode, rounds=self.rounds)
+        optimizer = self._optimizer_for(messages)
+        results: list[OptimizationResult] = optimizer.rewrite_batch(p.texts, mode=self.mode, rounds=self.rounds)
         return self._update(messages, p.rebuild(results))
 
     async def abefore_agent(self, state: AgentState, runtime: Any) -> dict[str, Any] | None:
@@ -62,5 +80,6 @@ class BPOMiddleware(AgentMiddleware):
         if planned is None:
             return None
         p, messages = planned
-        results = await self.optimizer.arewrite_batch(p.texts, mode=self.mode, rounds=self.rounds)
+        optimizer = self._optimizer_for(messages)
+        results = await optimizer.arewrite_batch(p.texts, mode=self.mode, rounds=self.rounds)
         return self._update(messages, p.rebuild(results))

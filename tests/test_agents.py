@@ -133,3 +133,20 @@ def test_condense_plus_context_rewrites_standalone_question(optimizer):
     res = engine.last_result
     assert res.original == "what is the weather like in paris in spring"
     assert res.optimized == optimizer.optimize(res.original)
+
+
+def test_history_is_given_to_optimizer_as_context(backend):
+    from bpo_core.formats import ChatFormat
+
+    fmt = ChatFormat().with_history([("human", "I am planning a trip to Japan")])
+    tokenizer = backend.tokenizer
+    assert "planning a trip to Japan" in fmt.render("what should I pack?", tokenizer)
+    spy = CountingBackend(backend)
+    mw = BPOMiddleware(BPOOptimizer(spy, max_new_tokens=24), history_turns=2)
+    state = {"messages": [HumanMessage("I am planning a trip to Japan"), AIMessage("Great!"), HumanMessage("what should I pack?")]}
+    update = mw.before_agent(state, None)
+    assert spy.calls == [["what should I pack?"]]  # only the newest turn is rewritten
+    if update:
+        assert update["messages"][0].additional_kwargs[ORIGINAL_KEY] == "what should I pack?"
+    res = BPOOptimizer(backend, max_new_tokens=24).rewrite("what should I pack?", history=[("human", "trip to Japan")])
+    assert res.original == "what should I pack?"
