@@ -45,9 +45,31 @@ def optimize(
     max_new_tokens: Annotated[int, typer.Option(min=1)] = 128,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON result per prompt.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    input_file: Annotated[Optional[Path], typer.Option("--input", help="JSONL dataset to rewrite (resumable).")] = None,
+    field: Annotated[str, typer.Option(help="With --input: the field to rewrite.")] = "instruction",
+    output_file: Annotated[Optional[Path], typer.Option("--output", help="With --input: JSONL output.")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Prompts per batched generation.")] = 16,
 ) -> None:
-    """Optimize prompts given as arguments (or stdin lines) and print the rewrites."""
+    """Optimize prompts given as arguments (or stdin lines) and print the rewrites.
+
+    With --input/--output, rewrite one field of every record of a JSONL dataset; re-running
+    after an interruption resumes where it stopped.
+    """
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
+    if input_file is not None:
+        if output_file is None:
+            raise typer.BadParameter("--input needs --output")
+        from bpo_core.bulk import optimize_file
+        from bpo_core.errors import DataFormatError
+
+        opt = _optimizer(model, mode=mode, rounds=rounds, max_new_tokens=max_new_tokens)
+        try:
+            counts = optimize_file(opt, input_file, output_file, field=field, batch_size=batch_size)
+        except DataFormatError as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from exc
+        console.print(json.dumps(counts))
+        return
     items = list(prompts or [])
     if items == ["-"] or not items:
         if sys.stdin.isatty() and not items:
@@ -153,6 +175,25 @@ def evaluate(
         payload["rewrites"] = scores["_rewrites"]
         output.write_text(json.dumps(payload, indent=2, ensure_ascii=False), encoding="utf-8")
     print(f"quality {scores['optimizer'].line()}")
+
+
+@app.command()
+def serve(
+    model: ModelOpt = None,
+    host: Annotated[str, typer.Option(help="Interface to bind (default: loopback only).")] = "127.0.0.1",
+    port: int = 8000,
+    max_wait_ms: Annotated[float, typer.Option(help="Micro-batching wait for concurrent requests.")] = 5.0,
+    max_batch_size: int = 16,
+    model_name: Annotated[str, typer.Option(help="Model id reported by /v1/models.")] = "bpo",
+) -> None:
+    """Serve the optimizer over an OpenAI-compatible API (/v1/completions, /v1/optimize)."""
+    import uvicorn
+
+    from bpo_core.server import create_app
+
+    opt = _optimizer(model)
+    app_ = create_app(opt, model_name=model_name, max_wait_ms=max_wait_ms, max_batch_size=max_batch_size)
+    uvicorn.run(app_, host=host, port=port, log_level="info")
 
 
 def main() -> None:  # pragma: no cover - entry point

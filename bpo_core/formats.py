@@ -46,10 +46,17 @@ def encode_around(
     A user prompt containing ``<|im_start|>`` or ``</s>`` is tokenized as the literal text, so it
     cannot open a new turn or end the input (prompt injection into the template).
     """
-    head = list(tokenizer(before, add_special_tokens=add_special_tokens)["input_ids"]) if before else []
+    # The template parts are the same on every call: tokenize them once per tokenizer.
+    memo: dict[tuple[str, str, bool], tuple[list[int], list[int]]] = tokenizer.__dict__.setdefault("_bpo_template_ids", {})
+    parts = memo.get((before, after, add_special_tokens))
+    if parts is None:
+        head = list(tokenizer(before, add_special_tokens=add_special_tokens)["input_ids"]) if before else []
+        tail = list(tokenizer(after, add_special_tokens=False)["input_ids"]) if after else []
+        if len(memo) < 256:
+            memo[(before, after, add_special_tokens)] = (head, tail)
+        parts = (head, tail)
     body = list(tokenizer(prompt, add_special_tokens=False, split_special_tokens=True)["input_ids"])
-    tail = list(tokenizer(after, add_special_tokens=False)["input_ids"]) if after else []
-    return head + body + tail
+    return parts[0] + body + parts[1]
 
 
 @runtime_checkable
@@ -128,8 +135,15 @@ class ChatFormat:
     def encode(self, prompt: str, tokenizer: PreTrainedTokenizerBase) -> list[int]:
         # Render around a sentinel so the template's special tokens stay special while the
         # user's text is tokenized as plain text. The rendered template has its own specials.
-        rendered = self.render(_SENTINEL, tokenizer)
-        before, after = rendered.split(_SENTINEL, 1)
+        memo: dict[tuple[str, tuple[tuple[str, str], ...]], list[str]] = tokenizer.__dict__.setdefault(
+            "_bpo_rendered", {}
+        )
+        key = (self.template, self.history)
+        if key not in memo:
+            if len(memo) >= 256:
+                memo.clear()
+            memo[key] = self.render(_SENTINEL, tokenizer).split(_SENTINEL, 1)
+        before, after = memo[key]
         return encode_around(tokenizer, before, prompt, after, add_special_tokens=False)
 
     def with_template(self, template: str) -> ChatFormat:

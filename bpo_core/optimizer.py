@@ -9,9 +9,10 @@ import logging
 import re
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from bpo_core.backends import Backend
+from bpo_core.cache import LRUCache, ResultCache, cache_key
 from bpo_core.errors import BPOError, InvalidPromptError
 from bpo_core.formats import PromptFormat
 from bpo_core.generation import MODES, GenerationSettings, cut_at_markers, settings_for_mode
@@ -19,6 +20,9 @@ from bpo_core.guard import GuardConfig, check
 from bpo_core.language import looks_english
 from bpo_core.result import OptimizationResult
 from bpo_core.spans import SplitPrompt, split_prompt
+
+if TYPE_CHECKING:
+    from bpo_core.batching import MicroBatcher
 
 logger = logging.getLogger("bpo_core")
 
@@ -65,6 +69,12 @@ class BPOOptimizer:
         timeout_s: a call that takes longer returns the original prompts (sync and async).
         english_only: pass non-English prompts through unchanged (the optimizer is English-trained).
         log_prompts: include prompt text in log messages (off: logs name only the kind of fallback).
+        cache: ``True`` (default) keeps an in-memory LRU of deterministic results; ``False`` turns
+            it off; or pass a cache object (e.g. :class:`~bpo_core.cache.SQLiteCache`).
+        cache_path: a SQLite file for a persistent cache shared by processes.
+        cache_sampling: also cache results of sampling modes (``stable``/``aggressive``).
+        micro_batching: coalesce concurrent single calls (threads, coroutines) into one batched
+            generation, waiting at most ``max_wait_ms`` for company, up to ``max_batch_size``.
     """
 
     def __init__(
@@ -84,6 +94,12 @@ class BPOOptimizer:
         timeout_s: float | None = None,
         english_only: bool = True,
         log_prompts: bool = False,
+        cache: bool | ResultCache = True,
+        cache_path: str | None = None,
+        cache_sampling: bool = False,
+        micro_batching: bool = False,
+        max_wait_ms: float = 5.0,
+        max_batch_size: int = 16,
     ) -> None:
         _check_options(mode=mode, rounds=rounds, on_error=on_error, n_best=n_best, timeout_s=timeout_s)
         self._shared = _BackendHolder(backend)
@@ -100,6 +116,15 @@ class BPOOptimizer:
         self.timeout_s = timeout_s
         self.english_only = english_only
         self.log_prompts = log_prompts
+        if cache_path is not None:
+            from bpo_core.cache import SQLiteCache
+
+            cache = SQLiteCache(cache_path)
+        self.cache: ResultCache | None = LRUCache() if cache is True else (cache or None)
+        self.cache_sampling = cache_sampling
+        self.micro_batching = micro_batching
+        self.max_wait_ms = max_wait_ms
+        self.max_batch_size = max_batch_size
 
     # ------------------------------------------------------------ constructors
     @classmethod
@@ -149,6 +174,47 @@ class BPOOptimizer:
             )
 
         return cls(load if lazy else load(), **options)
+
+    @classmethod
+    def from_openai_compatible(
+        cls,
+        base_url: str,
+        model: str,
+        *,
+        api_key: str | None = None,
+        fmt: PromptFormat | None = None,
+        tokenizer: str | Any = None,
+        timeout_s: float = 60.0,
+        max_retries: int = 3,
+        concurrency: int = 4,
+        max_batch_size: int = 16,
+        **options: Any,
+    ) -> BPOOptimizer:
+        """An optimizer whose model is served by vLLM, TGI, llama.cpp, ``bpo serve`` or any
+        OpenAI-compatible completions endpoint, with the same template, modes, guard and cache.
+
+        ``fmt`` defaults to the authors' ``[INST]`` format (THUDM/BPO); pass ``ChatFormat()`` for
+        chat models. ``tokenizer`` (a name/path or a tokenizer) gives exact token counts and the
+        model's own chat template.
+        """
+        from bpo_core.backends.openai_compat import OpenAICompatibleBackend
+        from bpo_core.formats import InstFormat
+
+        if isinstance(tokenizer, str):
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(tokenizer)
+        backend = OpenAICompatibleBackend(
+            base_url,
+            model,
+            api_key=api_key,
+            timeout_s=timeout_s,
+            max_retries=max_retries,
+            concurrency=concurrency,
+            max_batch_size=max_batch_size,
+            tokenizer=tokenizer,
+        )
+        return cls(backend, fmt=fmt or InstFormat(), **options)
 
     def with_options(self, **changes: Any) -> BPOOptimizer:
         """A copy with other options, sharing this optimizer's (possibly loaded) model."""
@@ -212,6 +278,8 @@ class BPOOptimizer:
         """
         validate_prompt(prompt)
         target = self.with_options(fmt=self.fmt.with_history(history)) if history else self
+        if target.micro_batching:
+            return target._submit(prompt, mode, rounds).result()
         return target.rewrite_batch([prompt], mode=mode, rounds=rounds)[0]
 
     def rewrite_batch(
@@ -238,10 +306,46 @@ class BPOOptimizer:
             return [OptimizationResult(p, p, True, f"timed out after {self.timeout_s}s") for p in prompts]
 
     def _run_rounds(self, prompts: list[str], settings: GenerationSettings, n_rounds: int) -> list[OptimizationResult]:
+        use_cache = self.cache is not None and (settings.deterministic or self.cache_sampling)
+        keys: list[str] = []
+        if use_cache:
+            try:
+                keys = [self._key(p, settings, n_rounds) for p in prompts]
+            except BPOError:  # the model failed to load: _compute falls back (or raises)
+                use_cache = False
+        cached = [self.cache.get(k) for k in keys] if use_cache else [None] * len(prompts)  # type: ignore[union-attr]
+        todo = [p for p, c in zip(prompts, cached) if c is None]
+        fresh = iter(self._compute(todo, settings, n_rounds) if todo else [])
+        results = [c if c is not None else next(fresh) for c in cached]
+        if use_cache:
+            for key, c, res in zip(keys, cached, results):
+                # Errors and time-outs are transient: never cache them.
+                if c is None and not (res.reason or "").startswith(("optimizer error", "timed out")):
+                    self.cache.put(key, res)  # type: ignore[union-attr]
+        return results
+
+    def _compute(self, prompts: list[str], settings: GenerationSettings, n_rounds: int) -> list[OptimizationResult]:
         results = [OptimizationResult(p, p) for p in prompts]
         for _ in range(n_rounds):
             results = self._one_round(results, settings)
         return results
+
+    def _key(self, prompt: str, settings: GenerationSettings, n_rounds: int) -> str:
+        fmt = self.fmt
+        return cache_key(
+            self._shared.name(),
+            type(fmt).__name__,
+            fmt.template,
+            getattr(fmt, "history", ()),
+            settings.model_dump(exclude={"max_time"}),
+            self.guard.model_dump(),
+            self.protect_context,
+            self.english_only,
+            self.max_input_tokens,
+            self.n_best,
+            n_rounds,
+            prompt,
+        )
 
     # ------------------------------------------------------------------ async
     async def aoptimize(self, prompt: str, *, mode: str | None = None, rounds: int | None = None) -> str:
@@ -263,6 +367,9 @@ class BPOOptimizer:
         history: Sequence[tuple[str, str]] | None = None,
     ) -> OptimizationResult:
         validate_prompt(prompt)
+        if self.micro_batching:  # no thread per call: await the batcher's future
+            target = self.with_options(fmt=self.fmt.with_history(history)) if history else self
+            return await asyncio.wrap_future(target._submit(prompt, mode, rounds))
         return await asyncio.to_thread(self.rewrite, prompt, mode=mode, rounds=rounds, history=history)
 
     async def arewrite_batch(
@@ -270,7 +377,19 @@ class BPOOptimizer:
     ) -> list[OptimizationResult]:
         return await asyncio.to_thread(self.rewrite_batch, prompts, mode=mode, rounds=rounds)
 
+    def close(self) -> None:
+        """Stop this optimizer's micro-batching worker (queued calls finish first)."""
+        batcher = self._shared.batcher
+        if batcher is not None:
+            batcher.close()
+
     # -------------------------------------------------------------- internals
+    def _submit(self, prompt: str, mode: str | None, rounds: int | None) -> concurrent.futures.Future[OptimizationResult]:
+        _check_options(mode=mode, rounds=rounds)
+        batcher = self._shared.get_batcher(self.max_wait_ms, self.max_batch_size)
+        # Calls from the same optimizer with the same settings share a batch.
+        return batcher.submit((self, mode, rounds), prompt)
+
     def _one_round(self, previous: list[OptimizationResult], settings: GenerationSettings) -> list[OptimizationResult]:
         """Optimize each result's current prompt once; keep the previous prompt on any failure."""
         results = list(previous)
@@ -384,6 +503,7 @@ class _BackendHolder:
             return
         self._lock = threading.Lock()
         self._error: BPOError | None = None
+        self.batcher: MicroBatcher | None = None
         if isinstance(source, Backend):
             self._backend: Backend | None = source
             self._loader = None
@@ -391,6 +511,21 @@ class _BackendHolder:
             self._backend, self._loader = None, source
         else:
             raise TypeError(f"backend must be a Backend or a zero-argument loader, got {type(source).__name__}")
+
+    def name(self) -> str:
+        return self.get().name
+
+    def get_batcher(self, max_wait_ms: float, max_batch_size: int) -> MicroBatcher:
+        with self._lock:
+            if self.batcher is None:
+                from bpo_core.batching import MicroBatcher
+
+                def run(group: tuple[BPOOptimizer, str | None, int | None], prompts: list[str]) -> list[OptimizationResult]:
+                    optimizer, mode, rounds = group
+                    return optimizer.rewrite_batch(prompts, mode=mode, rounds=rounds)
+
+                self.batcher = MicroBatcher(run, max_wait_ms=max_wait_ms, max_batch_size=max_batch_size)
+            return self.batcher
 
     def get(self) -> Backend:
         if self._backend is not None:

@@ -1,0 +1,107 @@
+"""Dynamic micro-batching: coalesce concurrent single calls into one batched generation.
+
+Callers on many threads or coroutines each submit one prompt; a worker thread waits up to
+``max_wait_ms`` after the first request (or until ``max_batch_size`` requests) and runs them
+as one batch, grouped by compatible settings. Each caller gets its own result (or exception).
+"""
+
+from __future__ import annotations
+
+import atexit
+import concurrent.futures
+import queue
+import threading
+import time
+import weakref
+from collections.abc import Callable, Hashable
+from typing import Any
+
+_STOP = object()
+_live: weakref.WeakSet[MicroBatcher] = weakref.WeakSet()
+
+
+class MicroBatcher:
+    """Runs ``run_batch(group, items)`` on coalesced submissions; ``group`` keys compatible calls."""
+
+    def __init__(
+        self,
+        run_batch: Callable[[Any, list[Any]], list[Any]],
+        *,
+        max_wait_ms: float = 5.0,
+        max_batch_size: int = 16,
+        name: str = "bpo-microbatch",
+    ) -> None:
+        if max_batch_size < 1 or max_wait_ms < 0:
+            raise ValueError("max_batch_size must be >= 1 and max_wait_ms >= 0")
+        self._run_batch = run_batch
+        self.max_wait = max_wait_ms / 1000
+        self.max_batch_size = max_batch_size
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._closed = False
+        self._lock = threading.Lock()
+        self.batches_run = 0
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+        _live.add(self)
+
+    def submit(self, group: Hashable, item: Any) -> concurrent.futures.Future[Any]:
+        """Queue one item; the future resolves to its result."""
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("MicroBatcher is closed")
+            self._queue.put((group, item, future))
+        return future
+
+    def close(self, timeout: float | None = 10.0) -> None:
+        """Finish queued work, then stop the worker. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue.put(_STOP)
+        self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            batch = [first]
+            deadline = time.monotonic() + self.max_wait
+            stop = False
+            while len(batch) < self.max_batch_size:
+                remaining = deadline - time.monotonic()
+                try:
+                    item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stop = True
+                    break
+                batch.append(item)
+            self._run(batch)
+            if stop:
+                return
+
+    def _run(self, batch: list[tuple[Hashable, Any, concurrent.futures.Future[Any]]]) -> None:
+        groups: dict[Hashable, list[tuple[Any, concurrent.futures.Future[Any]]]] = {}
+        for group, item, future in batch:
+            if future.set_running_or_notify_cancel():
+                groups.setdefault(group, []).append((item, future))
+        for group, entries in groups.items():
+            try:
+                results = self._run_batch(group, [item for item, _ in entries])
+            except BaseException as exc:  # every caller must hear about it; never kill the worker
+                for _, future in entries:
+                    future.set_exception(exc)
+                continue
+            self.batches_run += 1
+            for (_, future), result in zip(entries, results):
+                future.set_result(result)
+
+
+@atexit.register
+def _close_all() -> None:
+    for batcher in list(_live):
+        batcher.close(timeout=1.0)

@@ -1,0 +1,123 @@
+"""``bpo serve``: one optimizer model for many apps, behind an OpenAI-compatible API.
+
+Endpoints:
+* ``POST /v1/completions`` — OpenAI-compatible text completions (``prompt`` a string or a list);
+  what :meth:`BPOOptimizer.from_openai_compatible` and other OpenAI clients call. Concurrent
+  requests are micro-batched into one generation.
+* ``POST /v1/optimize`` — the whole BPO pipeline server-side (template, guard, cache):
+  ``{"prompts": [...], "mode": "greedy", "rounds": 1}`` -> ``{"results": [...]}``.
+* ``GET /v1/models``, ``GET /health``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from bpo_core.backends.hf import HFBackend
+from bpo_core.generation import GenerationSettings
+from bpo_core.optimizer import BPOOptimizer
+
+
+@dataclass(frozen=True)
+class RawFormat:
+    """Completion text as given: the client already rendered the optimizer template."""
+
+    template: str = "{prompt}"
+
+    def render(self, prompt: str, tokenizer: Any = None) -> str:
+        return prompt
+
+    def encode(self, prompt: str, tokenizer: Any) -> list[int]:
+        return list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+
+    def with_template(self, template: str) -> RawFormat:
+        return self
+
+    def with_history(self, history: Any) -> RawFormat:
+        return self
+
+
+class CompletionRequest(BaseModel):
+    model: str | None = None
+    prompt: str | list[str]
+    max_tokens: int = Field(default=128, gt=0, le=4096)
+    temperature: float = Field(default=0.0, ge=0)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+
+
+class OptimizeRequest(BaseModel):
+    prompts: list[str]
+    mode: str | None = None
+    rounds: int | None = Field(default=None, ge=1)
+
+
+def create_app(optimizer: BPOOptimizer, *, model_name: str = "bpo", max_wait_ms: float = 5.0, max_batch_size: int = 16):
+    """Build the FastAPI app serving ``optimizer`` (its backend must be local)."""
+    from fastapi import FastAPI, HTTPException
+
+    from bpo_core.batching import MicroBatcher
+
+    backend = optimizer.backend
+    if not isinstance(backend, HFBackend):
+        raise TypeError("bpo serve needs a local model backend")
+    raw = RawFormat()
+
+    def run(settings: GenerationSettings, prompts: list[str]) -> list[str]:
+        return backend.generate(prompts, raw, settings)
+
+    batcher = MicroBatcher(run, max_wait_ms=max_wait_ms, max_batch_size=max_batch_size)
+    app = FastAPI(title="bpo-prompt optimizer server")
+
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok", "model": backend.name}
+
+    @app.get("/v1/models")
+    def models() -> dict[str, Any]:
+        return {"object": "list", "data": [{"id": model_name, "object": "model", "owned_by": "bpo-prompt"}]}
+
+    @app.post("/v1/completions")
+    async def completions(req: CompletionRequest) -> dict[str, Any]:
+        prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
+        if not prompts:
+            raise HTTPException(400, "prompt must not be empty")
+        stops = [req.stop] if isinstance(req.stop, str) else (req.stop or [])
+        settings = GenerationSettings(
+            mode="stable" if req.temperature > 0 else "greedy",
+            max_new_tokens=req.max_tokens,
+            do_sample=req.temperature > 0,
+            temperature=req.temperature or 1.0,
+            top_p=req.top_p,
+            stop_at_newline="\n" in stops,
+            seed=req.seed,
+        )
+        futures = [asyncio.wrap_future(batcher.submit(settings, p)) for p in prompts]
+        texts = await asyncio.gather(*futures)
+        choices = []
+        for i, text in enumerate(texts):
+            for stop in stops:  # honour other stop strings by cutting
+                if stop and stop in text:
+                    text = text[: text.index(stop)]
+            choices.append({"index": i, "text": text, "finish_reason": "stop", "logprobs": None})
+        return {"id": f"cmpl-{time.time_ns()}", "object": "text_completion", "created": int(time.time()), "model": model_name, "choices": choices}
+
+    @app.post("/v1/optimize")
+    async def optimize(req: OptimizeRequest) -> dict[str, Any]:
+        try:
+            results = await optimizer.arewrite_batch(req.prompts, mode=req.mode, rounds=req.rounds)
+        except ValueError as exc:
+            raise HTTPException(400, str(exc)) from exc
+        return {"results": [r.to_dict() for r in results]}
+
+    @app.on_event("shutdown")
+    def _close() -> None:
+        batcher.close()
+
+    return app
