@@ -25,20 +25,58 @@ def load_default_backend(*, device: str | None = None, num_threads: int | None =
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from bpo_core.backends.hf import _merge_adapter, resolve_device
+    from bpo_core.backends.hf import resolve_device
 
     base = converted_base_dir()
-    tokenizer = AutoTokenizer.from_pretrained(str(base))
-    model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32, use_safetensors=True)
     name = "embedded:smollm2-135m-instruct"
     lora = shipped_adapter() if adapter else None
+    source = base
     if lora is not None:
-        model = _merge_adapter(model, lora)
-        name += f"+{lora.name}"
+        source = _merged_dir(base, lora)
+        name += f"+{lora.name}@{source.name.rsplit('-', 1)[-1]}"
+    tokenizer = AutoTokenizer.from_pretrained(str(base))
+    model = AutoModelForCausalLM.from_pretrained(str(source), dtype=torch.float32, use_safetensors=True)
     model.to(resolve_device(device))
     backend = HFBackend(model, tokenizer, name=name, num_threads=num_threads)
     backend.default_format = ChatFormat()  # type: ignore[attr-defined]
     return backend
+
+
+def _merged_dir(base: Path, lora: Path) -> Path:
+    """The base with the adapter merged in, cached as safetensors (keyed by the adapter's hash).
+
+    Merging needs peft (about 2 s to import) and a pass over the weights; a cached merged
+    checkpoint loads in a fraction of a second.
+    """
+    import hashlib
+    import os
+    import shutil
+    import tempfile
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from bpo_core.backends.hf import _merge_adapter
+    from bpo_core.embedded import cache_root
+
+    digest = hashlib.sha256()
+    for f in ("adapter_config.json", "adapter_model.safetensors"):
+        digest.update((lora / f).read_bytes())
+    target = cache_root() / f"{base.name}-bpo-{digest.hexdigest()[:12]}"
+    if (target / "model.safetensors").is_file():
+        return target
+    logger.info("Merging the BPO adapter into the base model (once): %s", target)
+    model = _merge_adapter(AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32), lora)
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
 
 
 @functools.lru_cache(maxsize=4)

@@ -1,0 +1,26 @@
+"""Shared set-up for the benchmark scripts (run them as scripts: they print figures)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+BPO_TEST = ROOT / "bpo_core" / "data" / "bpo_test.json"
+
+
+def test_prompts(n: int) -> list[str]:
+    return [r["prompt"] for r in json.loads(BPO_TEST.read_text(encoding="utf-8"))[:n]]
+
+
+def machine_line() -> str:
+    import torch
+
+    return (
+        f"machine: {platform.machine()} cpus={os.cpu_count()} torch={torch.__version__} "
+        f"threads={torch.get_num_threads()} cuda={torch.cuda.is_available()}"
+    )

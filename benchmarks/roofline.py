@@ -1,0 +1,57 @@
+"""Decode tokens/s at batch 1 next to the memory-bandwidth roofline.
+
+Each decoded token reads every weight once, so tokens/s <= bandwidth / model bytes. Bandwidth is
+measured here with a large tensor copy. Usage: python benchmarks/roofline.py
+"""
+
+from __future__ import annotations
+
+import time
+
+from _common import machine_line
+
+from bpo_core.default_model import shared_default_backend
+
+
+def copy_bandwidth_gbs(mb: int = 512, repeats: int = 5) -> float:
+    import torch
+
+    src = torch.empty(mb * 2**20 // 4, dtype=torch.float32).fill_(1.0)
+    dst = torch.empty_like(src)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        dst.copy_(src)
+        best = min(best, time.perf_counter() - start)
+    return 2 * src.numel() * 4 / best / 1e9  # read + write
+
+
+def decode_tokens_per_s(backend, n_tokens: int = 64) -> float:
+    import torch
+
+    tok, model = backend.tokenizer, backend.model
+    ids = tok("Write a short story about a lighthouse keeper.", return_tensors="pt")
+    with torch.inference_mode():
+        model.generate(**ids, max_new_tokens=4, do_sample=False, pad_token_id=tok.eos_token_id)  # warm-up
+        start = time.perf_counter()
+        out = model.generate(
+            **ids, max_new_tokens=n_tokens, min_new_tokens=n_tokens, do_sample=False, pad_token_id=tok.eos_token_id
+        )
+        elapsed = time.perf_counter() - start
+    return (out.shape[1] - ids["input_ids"].shape[1]) / elapsed
+
+
+def main() -> None:
+    backend = shared_default_backend()
+    params = sum(p.numel() * p.element_size() for p in backend.model.parameters())
+    bandwidth = copy_bandwidth_gbs()
+    tps = decode_tokens_per_s(backend)
+    roofline = bandwidth * 1e9 / params
+    print(machine_line())
+    print(f"model_bytes={params / 1e6:.0f}MB copy_bandwidth={bandwidth:.1f}GB/s roofline_tokens_s={roofline:.1f}")
+    print(f"decode_tokens_s_batch1={tps:.1f}")
+    print(f"roofline_fraction={tps / roofline:.2f}")
+
+
+if __name__ == "__main__":
+    main()
