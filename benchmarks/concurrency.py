@@ -30,7 +30,7 @@ def main() -> None:
     backend = shared_default_backend()
     common = {"max_new_tokens": args.max_new_tokens, "cache": False}
     offline = BPOOptimizer(backend, **common)
-    online = BPOOptimizer(backend, micro_batching=True, max_wait_ms=5, max_batch_size=16, **common)
+    online = BPOOptimizer(backend, micro_batching=True, max_wait_ms=5, **common)
     offline.optimize_batch(prompts[:2])
 
     start = time.perf_counter()
@@ -39,12 +39,11 @@ def main() -> None:
     start = time.perf_counter()
     asyncio.run(concurrent_run(BPORunnable(optimizer=online), prompts))
     conc_s = time.perf_counter() - start
-    batches = backend_batches = online._shared.batcher.batches_run
+    batches = online._shared.batcher.batches_run
     online.close()
     print(machine_line())
     print(f"prompts={len(prompts)} offline_batch_s={batch_s:.1f} concurrent_ainvoke_s={conc_s:.1f} microbatches={batches}")
     print(f"concurrent_vs_batch={batch_s / conc_s:.2f}")
-    del backend_batches
 
 
 if __name__ == "__main__":

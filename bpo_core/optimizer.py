@@ -74,7 +74,8 @@ class BPOOptimizer:
         cache_path: a SQLite file for a persistent cache shared by processes.
         cache_sampling: also cache results of sampling modes (``stable``/``aggressive``).
         micro_batching: coalesce concurrent single calls (threads, coroutines) into one batched
-            generation, waiting at most ``max_wait_ms`` for company, up to ``max_batch_size``.
+            generation, waiting at most ``max_wait_ms`` for company, up to ``max_batch_size`` calls
+            (the backend still runs them in length-sorted chunks of its own batch size).
     """
 
     def __init__(
@@ -99,7 +100,7 @@ class BPOOptimizer:
         cache_sampling: bool = False,
         micro_batching: bool = False,
         max_wait_ms: float = 5.0,
-        max_batch_size: int = 16,
+        max_batch_size: int = 64,
     ) -> None:
         _check_options(mode=mode, rounds=rounds, on_error=on_error, n_best=n_best, timeout_s=timeout_s)
         self._shared = _BackendHolder(backend)
@@ -289,6 +290,12 @@ class BPOOptimizer:
         if isinstance(prompts, str) or not isinstance(prompts, Sequence):
             raise InvalidPromptError(f"prompts must be a list of str, got {type(prompts).__name__}")
         prompts = [validate_prompt(p, f"prompts[{i}]") for i, p in enumerate(prompts)]
+        if self.micro_batching and 0 < len(prompts) < self.max_batch_size:
+            # Small batches join concurrent callers' batches; big ones are batches already.
+            return [f.result() for f in [self._submit(p, mode, rounds) for p in prompts]]
+        return self._rewrite_direct(prompts, mode, rounds)
+
+    def _rewrite_direct(self, prompts: list[str], mode: str | None, rounds: int | None) -> list[OptimizationResult]:
         _check_options(mode=mode, rounds=rounds)
         n_rounds = self.rounds if rounds is None else rounds
         settings = self.settings(mode)
@@ -375,6 +382,9 @@ class BPOOptimizer:
     async def arewrite_batch(
         self, prompts: Sequence[str], *, mode: str | None = None, rounds: int | None = None
     ) -> list[OptimizationResult]:
+        if self.micro_batching and not isinstance(prompts, str) and 0 < len(prompts) < self.max_batch_size:
+            valid = [validate_prompt(p, f"prompts[{i}]") for i, p in enumerate(prompts)]
+            return list(await asyncio.gather(*[asyncio.wrap_future(self._submit(p, mode, rounds)) for p in valid]))
         return await asyncio.to_thread(self.rewrite_batch, prompts, mode=mode, rounds=rounds)
 
     def close(self) -> None:
@@ -522,7 +532,7 @@ class _BackendHolder:
 
                 def run(group: tuple[BPOOptimizer, str | None, int | None], prompts: list[str]) -> list[OptimizationResult]:
                     optimizer, mode, rounds = group
-                    return optimizer.rewrite_batch(prompts, mode=mode, rounds=rounds)
+                    return optimizer._rewrite_direct(prompts, mode, rounds)
 
                 self.batcher = MicroBatcher(run, max_wait_ms=max_wait_ms, max_batch_size=max_batch_size)
             return self.batcher
