@@ -49,13 +49,11 @@ def _merged_dir(base: Path, lora: Path) -> Path:
     checkpoint loads in a fraction of a second.
     """
     import hashlib
-    import os
-    import shutil
-    import tempfile
 
     import torch
     from transformers import AutoModelForCausalLM
 
+    from bpo_core.atomic import atomic_dir
     from bpo_core.backends.hf import _merge_adapter
     from bpo_core.embedded import cache_root
 
@@ -67,15 +65,8 @@ def _merged_dir(base: Path, lora: Path) -> Path:
         return target
     logger.info("Merging the BPO adapter into the base model (once): %s", target)
     model = _merge_adapter(AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32), lora)
-    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
-    try:
+    with atomic_dir(target) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 

@@ -11,10 +11,9 @@ import hashlib
 import importlib.util
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
+from bpo_core.atomic import atomic_dir
 from bpo_core.errors import ModelLoadError
 
 logger = logging.getLogger(__name__)
@@ -83,14 +82,6 @@ def _convert(gguf: Path, target: Path) -> None:
         del model.config.quantization_config
     # Owner-only: the cache is per user, and nobody else should swap the weights under us.
     target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    # Write into a temporary sibling and rename, so a killed conversion never leaves a half cache.
-    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
-    try:
+    with atomic_dir(target) as tmp:  # a killed conversion never leaves a half cache
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

@@ -92,26 +92,29 @@ class BPORunnable(RunnableSerializable[Any, Any]):
         await _areport(config, results)
         return p.rebuild(results)
 
-    def _batch(
-        self, values: list[Any], run_manager: list[CallbackManagerForChainRun], config: list[RunnableConfig]
-    ) -> list[Any]:
+    def _plans(self, values: list[Any]) -> list[Plan | Exception]:
         plans: list[Plan | Exception] = []
         for v in values:
             try:
                 plans.append(plan(v, self.input_key))
             except Exception as exc:  # one bad input must not sink the others
                 plans.append(exc)
-        good = [p for p in plans if isinstance(p, Plan)]
-        grouped = iter(self._results(good))
-        out: list[Any] = []
-        for p, cfg in zip(plans, config):
-            if isinstance(p, Exception):
-                out.append(p)
-            else:
-                results = next(grouped)
-                _report(cfg, results)
-                out.append(p.rebuild(results))
-        return out
+        return plans
+
+    @staticmethod
+    def _outputs(plans: list[Plan | Exception], grouped: list[list[OptimizationResult]]) -> list[tuple[Any, list[OptimizationResult]]]:
+        """Pair each input's output (or its exception) with its results."""
+        it = iter(grouped)
+        return [(p, []) if isinstance(p, Exception) else (p.rebuild(r := next(it)), r) for p in plans]
+
+    def _batch(
+        self, values: list[Any], run_manager: list[CallbackManagerForChainRun], config: list[RunnableConfig]
+    ) -> list[Any]:
+        plans = self._plans(values)
+        outputs = self._outputs(plans, self._results([p for p in plans if isinstance(p, Plan)]))
+        for (_, results), cfg in zip(outputs, config):
+            _report(cfg, results)
+        return [out for out, _ in outputs]
 
     async def _abatch(
         self,
@@ -119,22 +122,11 @@ class BPORunnable(RunnableSerializable[Any, Any]):
         run_manager: list[AsyncCallbackManagerForChainRun],
         config: list[RunnableConfig],
     ) -> list[Any]:
-        plans: list[Plan | Exception] = []
-        for v in values:
-            try:
-                plans.append(plan(v, self.input_key))
-            except Exception as exc:
-                plans.append(exc)
-        grouped = iter(await self._aresults([p for p in plans if isinstance(p, Plan)]))
-        out: list[Any] = []
-        for p, cfg in zip(plans, config):
-            if isinstance(p, Exception):
-                out.append(p)
-            else:
-                results = next(grouped)
-                await _areport(cfg, results)
-                out.append(p.rebuild(results))
-        return out
+        plans = self._plans(values)
+        outputs = self._outputs(plans, await self._aresults([p for p in plans if isinstance(p, Plan)]))
+        for (_, results), cfg in zip(outputs, config):
+            await _areport(cfg, results)
+        return [out for out, _ in outputs]
 
     # ------------------------------------------------------------ Runnable API
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:

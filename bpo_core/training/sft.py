@@ -11,15 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import random
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from bpo_core.atomic import atomic_dir
 from bpo_core.formats import ChatFormat, InstFormat, PromptFormat
 from bpo_core.training.data import Pair
 
@@ -196,9 +194,7 @@ def train(pairs: list[Pair], config: TrainConfig) -> dict[str, Any]:
 
 
 def _save(model: Any, tokenizer: Any, config: TrainConfig, output: Path, info: dict[str, Any]) -> None:
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=output.name + ".tmp.", dir=output.parent))
-    try:
+    with atomic_dir(output) as tmp:
         if config.merge and not config.full_finetune:
             model = model.merge_and_unload()
         model.save_pretrained(tmp, safe_serialization=True)
@@ -209,9 +205,3 @@ def _save(model: Any, tokenizer: Any, config: TrainConfig, output: Path, info: d
             cfg["base_model_name_or_path"] = config.base
             adapter_cfg.write_text(json.dumps(cfg, indent=2), encoding="utf-8")
         (tmp / TRAINING_INFO).write_text(json.dumps(info, indent=2, default=str), encoding="utf-8")
-        if output.exists():
-            shutil.rmtree(output)
-        os.replace(tmp, output)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
