@@ -279,8 +279,6 @@ class BPOOptimizer:
         """
         validate_prompt(prompt)
         target = self.with_options(fmt=self.fmt.with_history(history)) if history else self
-        if target.micro_batching:
-            return target._submit(prompt, mode, rounds).result()
         return target.rewrite_batch([prompt], mode=mode, rounds=rounds)[0]
 
     def rewrite_batch(
@@ -317,7 +315,8 @@ class BPOOptimizer:
         keys: list[str] = []
         if use_cache:
             try:
-                keys = [self._key(p, settings, n_rounds) for p in prompts]
+                prefix = self._key_prefix(settings, n_rounds)  # the same for the whole batch
+                keys = [cache_key(prefix, p) for p in prompts]
             except BPOError:  # the model failed to load: _compute falls back (or raises)
                 use_cache = False
         cached = [self.cache.get(k) for k in keys] if use_cache else [None] * len(prompts)  # type: ignore[union-attr]
@@ -337,7 +336,8 @@ class BPOOptimizer:
             results = self._one_round(results, settings)
         return results
 
-    def _key(self, prompt: str, settings: GenerationSettings, n_rounds: int) -> str:
+    def _key_prefix(self, settings: GenerationSettings, n_rounds: int) -> str:
+        """Digest of everything but the prompt that changes a rewrite."""
         fmt = self.fmt
         return cache_key(
             self._shared.name(),
@@ -351,7 +351,6 @@ class BPOOptimizer:
             self.max_input_tokens,
             self.n_best,
             n_rounds,
-            prompt,
         )
 
     # ------------------------------------------------------------------ async
@@ -374,10 +373,8 @@ class BPOOptimizer:
         history: Sequence[tuple[str, str]] | None = None,
     ) -> OptimizationResult:
         validate_prompt(prompt)
-        if self.micro_batching:  # no thread per call: await the batcher's future
-            target = self.with_options(fmt=self.fmt.with_history(history)) if history else self
-            return await asyncio.wrap_future(target._submit(prompt, mode, rounds))
-        return await asyncio.to_thread(self.rewrite, prompt, mode=mode, rounds=rounds, history=history)
+        target = self.with_options(fmt=self.fmt.with_history(history)) if history else self
+        return (await target.arewrite_batch([prompt], mode=mode, rounds=rounds))[0]
 
     async def arewrite_batch(
         self, prompts: Sequence[str], *, mode: str | None = None, rounds: int | None = None

@@ -5,8 +5,6 @@
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from typing import Any, Literal
 
 from llama_index.core.indices.query.query_transform.base import BaseQueryTransform
@@ -15,6 +13,7 @@ from llama_index.core.prompts.mixin import PromptDictType
 from llama_index.core.schema import QueryBundle
 
 from bpo_core import BPOOptimizer, OptimizationResult
+from bpo_core.cache import LRUCache
 
 EmbedWith = Literal["original", "optimized", "both"]
 PROMPT_KEY = "bpo_prompt"
@@ -54,9 +53,8 @@ class BPOQueryTransform(BaseQueryTransform):
         self._embed_with: EmbedWith = embed_with
         self._mode = mode
         self._rounds = rounds
-        self._cache: OrderedDict[str, OptimizationResult] = OrderedDict()
-        self._cache_size = cache_size
-        self._lock = threading.Lock()
+        # Keyed by query text alone, whatever the mode: retrieve then synthesize must share a rewrite.
+        self._cache = LRUCache(maxsize=cache_size)
 
     @property
     def optimizer(self) -> BPOOptimizer:
@@ -71,28 +69,12 @@ class BPOQueryTransform(BaseQueryTransform):
             template = prompts[PROMPT_KEY].get_template()
             fmt = self._optimizer.fmt.with_template(template)
             self._optimizer = self._optimizer.with_options(fmt=fmt)
-            with self._lock:
-                self._cache.clear()
+            self._cache.clear()
 
     # ------------------------------------------------------------ transform
     def result_for(self, query: str) -> OptimizationResult | None:
         """The cached result for ``query``, if it was transformed."""
-        with self._lock:
-            return self._cache.get(query)
-
-    def _cached(self, query: str) -> OptimizationResult | None:
-        with self._lock:
-            result = self._cache.get(query)
-            if result is not None:
-                self._cache.move_to_end(query)
-            return result
-
-    def _store(self, result: OptimizationResult) -> None:
-        with self._lock:
-            self._cache[result.original] = result
-            self._cache.move_to_end(result.original)
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
+        return self._cache.get(query)
 
     def _bundle(self, query_bundle: QueryBundle, result: OptimizationResult) -> QueryBundle:
         original_embed = query_bundle.embedding_strs
@@ -112,10 +94,10 @@ class BPOQueryTransform(BaseQueryTransform):
 
     def _run(self, query_bundle: QueryBundle, metadata: dict[str, Any]) -> QueryBundle:
         query = query_bundle.query_str
-        result = self._cached(query)
+        result = self._cache.get(query)
         if result is None:
             result = self._optimizer.rewrite(query, mode=self._mode, rounds=self._rounds)
-            self._store(result)
+            self._cache.put(query, result)
         return self._bundle(query_bundle, result)
 
     async def arun(self, query_bundle_or_str: QueryBundle | str, metadata: dict[str, Any] | None = None) -> QueryBundle:
@@ -125,8 +107,8 @@ class BPOQueryTransform(BaseQueryTransform):
             if isinstance(query_bundle_or_str, str)
             else query_bundle_or_str
         )
-        result = self._cached(bundle.query_str)
+        result = self._cache.get(bundle.query_str)
         if result is None:
             result = await self._optimizer.arewrite(bundle.query_str, mode=self._mode, rounds=self._rounds)
-            self._store(result)
+            self._cache.put(bundle.query_str, result)
         return self._bundle(bundle, result)
