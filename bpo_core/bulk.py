@@ -16,6 +16,7 @@ from typing import Any
 
 from bpo_core.errors import DataFormatError
 from bpo_core.optimizer import BPOOptimizer
+from bpo_core.pipeline.journal import repair_tail
 
 
 def _records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -30,19 +31,6 @@ def _records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             if not isinstance(rec, dict):
                 raise DataFormatError(f"{path}, line {lineno}: expected a JSON object")
             yield lineno, rec
-
-
-def _completed(output: Path) -> int:
-    """Number of complete lines in ``output``; a torn last line (killed mid-write) is removed."""
-    if not output.exists():
-        return 0
-    data = output.read_bytes()
-    if data and not data.endswith(b"\n"):
-        keep = data.rfind(b"\n") + 1
-        with output.open("r+b") as f:
-            f.truncate(keep)
-        data = data[:keep]
-    return data.count(b"\n")
 
 
 def optimize_file(
@@ -60,7 +48,7 @@ def optimize_file(
     inp, out = Path(input_path), Path(output_path)
     if not inp.is_file():
         raise DataFormatError(f"{inp}: no such file")
-    done = _completed(out)
+    done = repair_tail(out)
     records = list(_records(inp))
     for lineno, rec in records:
         if not isinstance(rec.get(field), str):

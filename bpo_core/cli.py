@@ -21,19 +21,53 @@ app = typer.Typer(
 )
 console = Console(stderr=True)
 
+ModeOpt = Annotated[str, typer.Option("--mode", help="greedy | stable | aggressive")]
+
+
 ModelOpt = Annotated[
     Optional[str],
-    typer.Option("--model", "-m", help="Optimizer checkpoint (hub id like THUDM/BPO, or a folder). Default: embedded."),
+    typer.Option(
+        "--model",
+        "-m",
+        help="Optimizer: 'embedded' (default), a hub id like THUDM/BPO or a folder, or chat:<chat model spec>.",
+    ),
 ]
-ModeOpt = Annotated[str, typer.Option("--mode", help="greedy | stable | aggressive")]
+ChatSpecHelp = "Chat model: module:attribute, file.py:attribute, or provider:model (e.g. openai:gpt-4o-mini)."
 
 
 def _optimizer(model: str | None, **options):
     from bpo_core import BPOOptimizer
 
-    if model:
-        return BPOOptimizer.from_pretrained(model, **options)
-    return BPOOptimizer.default(**options)
+    if not model or model == "embedded":
+        return BPOOptimizer.default(**options)
+    if model.startswith("chat:"):
+        return BPOOptimizer.from_chat_model(_chat_model(model[len("chat:") :]), **options)
+    return BPOOptimizer.from_pretrained(model, **options)
+
+
+def _chat_model(spec: str):
+    from bpo_core.chat import resolve_chat_model
+
+    try:
+        return resolve_chat_model(spec)
+    except (ValueError, TypeError, ImportError) as exc:
+        raise typer.BadParameter(str(exc)) from exc
+
+
+def _policy(concurrency: int, rpm: float | None, max_retries: int, timeout: float | None, backoff: float = 1.0):
+    from bpo_core.pipeline.policy import CallPolicy
+
+    return CallPolicy(concurrency=concurrency, requests_per_minute=rpm, max_retries=max_retries, timeout_s=timeout, backoff_s=backoff)
+
+
+def _field_map(items: list[str] | None) -> dict[str, str]:
+    mapping = {}
+    for item in items or []:
+        ours, sep, theirs = item.partition("=")
+        if not sep or not ours or not theirs:
+            raise typer.BadParameter(f"--field takes ours=theirs, e.g. instruction=question; got {item!r}")
+        mapping[ours.strip()] = theirs.strip()
+    return mapping
 
 
 @app.command()
@@ -143,20 +177,156 @@ def train(
     console.print(f"saved to {output}; load it with BPOOptimizer.from_pretrained({str(output)!r})")
 
 
+@app.command()
+def construct(
+    inputs: Annotated[list[Path], typer.Argument(help="Feedback files: BPO records, HH-RLHF (.jsonl/.jsonl.gz) or mapped JSONL.")],
+    teacher: Annotated[str, typer.Option("--teacher", "-t", help=ChatSpecHelp)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Pairs JSONL (appended; re-running resumes).")],
+    rejects: Annotated[Optional[Path], typer.Option(help="Rejects JSONL (default: <output>.rejects.jsonl).")] = None,
+    input_format: Annotated[str, typer.Option("--format", help="auto | bpo | hh | jsonl")] = "auto",
+    field: Annotated[Optional[list[str]], typer.Option("--field", help="Field mapping ours=theirs (instruction, context, good_res, bad_res).")] = None,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Use only the first N records of each file.")] = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="Teacher calls in flight.")] = 4,
+    rpm: Annotated[Optional[float], typer.Option(help="Start at most this many teacher calls a minute.")] = None,
+    max_retries: Annotated[int, typer.Option(min=0)] = 4,
+    backoff: Annotated[float, typer.Option(min=0, help="First retry delay in seconds (doubles each retry).")] = 1.0,
+    timeout: Annotated[Optional[float], typer.Option(help="Seconds before one teacher call is abandoned (and retried).")] = None,
+    max_shrink: Annotated[float, typer.Option(help="Drop rewrites with under 1/N of the instruction's words.")] = 2.0,
+    max_growth: Annotated[float, typer.Option(help="Drop rewrites with over N times the instruction's words.")] = 6.0,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Build (prompt -> optimized prompt) training pairs from preference feedback with a teacher chat model.
+
+    The teacher gets the authors' comparison prompt for each record; answers are parsed and
+    filtered as the authors do. The output feeds `bpo train --data`.
+    """
+    from bpo_core.errors import DataFormatError
+    from bpo_core.pipeline.construct import ConstructFilters, construct as run_construct, default_rejects_path
+    from bpo_core.pipeline.feedback import read_feedback
+
+    if input_format not in ("auto", "bpo", "hh", "jsonl"):
+        raise typer.BadParameter(f"--format must be auto, bpo, hh or jsonl; got {input_format!r}")
+    mapping = _field_map(field)
+    items, skipped = [], []
+    try:
+        for path in inputs:
+            good, bad = read_feedback(path, format=input_format, fields=mapping or None, limit=limit)  # type: ignore[arg-type]
+            items += good
+            skipped += bad
+    except DataFormatError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    chat = _chat_model(teacher)
+    try:
+        stats = run_construct(
+            items,
+            chat,
+            output,
+            rejects=rejects,
+            skipped=skipped,
+            policy=_policy(concurrency, rpm, max_retries, timeout, backoff),
+            filters=ConstructFilters(max_shrink=max_shrink, max_growth=max_growth),
+            progress=progress,
+        )
+    except DataFormatError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    console.print(f"pairs: {output}  rejects: {rejects or default_rejects_path(output)}")
+    print(json.dumps(stats.as_dict()))
+    if stats.errors:
+        console.print(f"[yellow]{stats.errors} record(s) failed after retries; run the same command again to retry them[/yellow]")
+        raise typer.Exit(1)
+
+
 @app.command("eval")
 def evaluate(
-    intrinsic: Annotated[bool, typer.Option("--intrinsic", help="Reference-based figures against teacher rewrites.")] = False,
-    data: Annotated[Optional[Path], typer.Option(help="Reference pairs (default: the shipped BPO test split).")] = None,
+    intrinsic: Annotated[bool, typer.Option("--intrinsic", help="Reference-based figures against teacher rewrites (no judge).")] = False,
+    target: Annotated[Optional[str], typer.Option("--target", help=f"LLM that answers the prompts. {ChatSpecHelp}")] = None,
+    judge: Annotated[Optional[str], typer.Option("--judge", help=f"LLM that compares answers (pair-v2). {ChatSpecHelp}")] = None,
+    sets: Annotated[str, typer.Option("--sets", help="Comma-separated shipped test sets (vicuna, dolly, self_instruct, bpo_test) or JSON/JSONL files.")] = "vicuna",
+    output_dir: Annotated[Optional[Path], typer.Option("--output-dir", "-o", help="Folder for records and reports (re-running resumes).")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="--intrinsic: reference pairs (default: the shipped BPO test split).")] = None,
     model: ModelOpt = None,
     mode: ModeOpt = "greedy",
-    limit: Annotated[Optional[int], typer.Option(help="Use only the first N records.")] = None,
+    rounds: Annotated[int, typer.Option(min=1, help="Rounds of iterative optimization.")] = 1,
+    limit: Annotated[Optional[int], typer.Option(help="Use only the first N prompts of each set.")] = None,
     batch_size: int = 16,
     max_new_tokens: int = 128,
-    output: Annotated[Optional[Path], typer.Option(help="Write rewrites and scores as JSON here.")] = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="Target calls in flight.")] = 4,
+    judge_concurrency: Annotated[int, typer.Option(min=1, help="Judge calls in flight.")] = 4,
+    rpm: Annotated[Optional[float], typer.Option(help="Per model: start at most this many calls a minute.")] = None,
+    max_retries: Annotated[int, typer.Option(min=0)] = 4,
+    backoff: Annotated[float, typer.Option(min=0, help="First retry delay in seconds.")] = 1.0,
+    timeout: Annotated[Optional[float], typer.Option(help="Seconds before one call is abandoned (and retried).")] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    output: Annotated[Optional[Path], typer.Option(help="--intrinsic: write rewrites and scores as JSON here.")] = None,
 ) -> None:
-    """Evaluate an optimizer. ``--intrinsic``: ROUGE-L vs teacher rewrites, context kept, changed."""
-    if not intrinsic:
-        raise typer.BadParameter("choose an evaluation: --intrinsic")
+    """Evaluate an optimizer.
+
+    Pairwise (--target, --judge, --output-dir): the target answers original and optimized prompts,
+    the judge compares each pair in both orders; prints win/tie/lose per set and writes
+    report.json, report.md and report.png. --intrinsic: ROUGE-L vs teacher rewrites, context kept.
+    """
+    if intrinsic:
+        _intrinsic(data, model, mode, limit, batch_size, max_new_tokens, output)
+        return
+    if not (target and judge and output_dir):
+        raise typer.BadParameter("pairwise evaluation needs --target, --judge and --output-dir (or use --intrinsic)")
+    from bpo_core.datasets import load_test_set
+    from bpo_core.errors import DataFormatError
+    from bpo_core.evaluation.pairwise import PairwiseRun
+    from bpo_core.evaluation.report import write_report
+
+    try:
+        test_sets = {Path(name).stem if name.endswith((".json", ".jsonl")) else name: load_test_set(name, limit) for name in _names(sets)}
+    except (DataFormatError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    target_chat, judge_chat = _chat_model(target), _chat_model(judge)
+    opt = _optimizer(model, mode=mode, rounds=rounds, max_new_tokens=max_new_tokens)
+    run = PairwiseRun(
+        test_sets,
+        opt,
+        target_chat,
+        judge_chat,
+        output_dir,
+        target_policy=_policy(concurrency, rpm, max_retries, timeout, backoff),
+        judge_policy=_policy(judge_concurrency, rpm, max_retries, timeout, backoff),
+        batch_size=batch_size,
+        progress=progress,
+        optimizer_name=model or None,
+    )
+    try:
+        results = run.run()
+    except DataFormatError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    report = write_report(results, {k: len(v) for k, v in test_sets.items()}, run.config(), output_dir)
+    table = Table(title="Optimized vs original prompts (judge: pair-v2, both orders)")
+    for col in ("set", "n", "win", "tie", "lose", "win - lose [95% CI]", "unchanged"):
+        table.add_column(col)
+    for s in report["sets"]:
+        lo, hi = s["delta_ci"]
+        table.add_row(
+            s["name"], str(s["n"]), f"{100 * s['win_rate']:.1f}%", f"{100 * s['tie_rate']:.1f}%", f"{100 * s['lose_rate']:.1f}%",
+            f"{100 * s['delta']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]", str(s["unchanged"]),
+        )
+    Console().print(table)
+    files = report["files"]
+    console.print(f"reports: {files['json']}, {files['markdown']}" + (f", {files['chart']}" if files["chart"] else " (install bpo-prompt[eval] for the chart)"))
+    if run.failures:
+        console.print(f"[yellow]{len(run.failures)} prompt(s) failed after retries; run the same command again to finish them[/yellow]")
+        raise typer.Exit(1)
+
+
+def _names(sets: str) -> list[str]:
+    names = [n.strip() for n in sets.split(",") if n.strip()]
+    if not names:
+        raise typer.BadParameter("--sets is empty")
+    return names
+
+
+def _intrinsic(data, model, mode, limit, batch_size, max_new_tokens, output) -> None:
     from bpo_core.datasets import test_set_path
     from bpo_core.evaluation.intrinsic import as_dict, evaluate as run_eval
 

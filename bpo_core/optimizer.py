@@ -217,6 +217,37 @@ class BPOOptimizer:
         )
         return cls(backend, fmt=fmt or InstFormat(), **options)
 
+    @classmethod
+    def from_chat_model(
+        cls,
+        llm: Any,
+        *,
+        examples: Sequence[tuple[str, str]] | None = None,
+        system_prompt: str | None = None,
+        concurrency: int = 4,
+        max_retries: int = 2,
+        **options: Any,
+    ) -> BPOOptimizer:
+        """An optimizer that asks a chat model (OpenAI, Anthropic, Ollama, a local model, ...) to
+        rewrite prompts: the zero-training BPO path.
+
+        ``llm``: a LangChain chat model, a LlamaIndex LLM wrapped by ``llamaindex_bpo.as_chat_model``,
+        or a function ``messages -> str``. The chat model gets a BPO meta-prompt and ``examples``
+        (default: five real BPO pairs) as few-shot turns. Protected context, the drift guard, the
+        cache, rounds and fallback work as with a local model; the chat model's own settings
+        (temperature, ...) decide how it samples, whatever ``mode`` says.
+        """
+        from bpo_core.backends.chat import CHAT_OPTIMIZER_SYSTEM, chat_backend
+        from bpo_core.pipeline.policy import CallPolicy
+
+        backend = chat_backend(
+            llm,
+            examples=examples,
+            system_prompt=system_prompt or CHAT_OPTIMIZER_SYSTEM,
+            policy=CallPolicy(concurrency=concurrency, max_retries=max_retries, backoff_s=0.5),
+        )
+        return cls(backend, **options)
+
     def with_options(self, **changes: Any) -> BPOOptimizer:
         """A copy with other options, sharing this optimizer's (possibly loaded) model."""
         clone = object.__new__(type(self))

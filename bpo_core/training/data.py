@@ -6,7 +6,8 @@ Accepted records (JSON array, JSONL, or a Hugging Face ``datasets`` dataset):
 * the richer BPO records (``train_val300.json``): ``instruction`` (+ ``context``) or
   ``final_input`` -> ``optimized_prompt``;
 * the authors' training format: ``{"paragraph": [{"q": ..., "a": ...}]}``;
-* ``bpo construct`` output (same fields as the first).
+* ``bpo construct`` output (``instruction`` + ``context`` -> ``optimized_instruction``, or
+  ``prompt`` -> ``optimized_prompt``).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ def _pair_from_record(rec: Mapping[str, Any], where: str) -> Pair | None:
         # Train on the instruction alone, as the optimizer will see it (context is protected);
         # drop targets that copy the context in, which would teach the model to invent context.
         prompt = rec["instruction"]
+        target = rec.get("optimized_instruction", target)  # `bpo construct` output keeps it apart
         if isinstance(target, str) and _ngrams(target) & (_ngrams(context) - _ngrams(prompt)):
             return None
     else:
