@@ -82,12 +82,19 @@ class LangChainChat:
     def __init__(self, runnable: Any, name: str | None = None) -> None:
         self.runnable = runnable
         self.name = name or model_name(runnable)
+        self._sync_only = False
 
     def complete(self, messages: Sequence[Message]) -> str:
         return message_text(self.runnable.invoke(list(messages)))
 
     async def acomplete(self, messages: Sequence[Message]) -> str:
-        return message_text(await self.runnable.ainvoke(list(messages)))
+        if not self._sync_only:
+            try:
+                return message_text(await self.runnable.ainvoke(list(messages)))
+            except NotImplementedError:
+                # Some models (e.g. HuggingFacePipeline) have no async path: use a worker thread.
+                self._sync_only = True
+        return message_text(await asyncio.to_thread(self.runnable.invoke, list(messages)))
 
 
 class FunctionChat:

@@ -14,6 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field
 logger = logging.getLogger("bpo_core.pipeline")
 T = TypeVar("T")
 
+#: Errors that another attempt cannot fix (a bug or a missing feature, not a flaky API).
+PERMANENT_ERRORS: tuple[type[BaseException], ...] = (NotImplementedError, TypeError, AttributeError)
+
 
 class CallPolicy(BaseModel):
     """Limits for calls to a chat model (one policy per model role: teacher, target, judge)."""
@@ -74,7 +77,7 @@ class Caller:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    if attempt == policy.max_retries:
+                    if attempt == policy.max_retries or isinstance(exc, PERMANENT_ERRORS):
                         raise
                     delay = policy.delay(attempt)
                     logger.warning("%s failed (%s: %s); retry %d in %.1fs", what, type(exc).__name__, exc, attempt + 1, delay)
@@ -88,7 +91,7 @@ def retry_sync(fn: Callable[[], T], policy: CallPolicy, what: str = "call") -> T
         try:
             return fn()
         except Exception as exc:
-            if attempt == policy.max_retries:
+            if attempt == policy.max_retries or isinstance(exc, PERMANENT_ERRORS):
                 raise
             delay = policy.delay(attempt)
             logger.warning("%s failed (%s: %s); retry %d in %.1fs", what, type(exc).__name__, exc, attempt + 1, delay)
