@@ -303,13 +303,14 @@ def evaluate(
         raise typer.Exit(2) from exc
     report = write_report(results, {k: len(v) for k, v in test_sets.items()}, run.config(), output_dir)
     table = Table(title="Optimized vs original prompts (judge: pair-v2, both orders)")
-    for col in ("set", "n", "win", "tie", "lose", "win - lose [95% CI]", "unchanged"):
+    for col in ("set", "n", "win", "tie", "lose", "win - lose [95% CI]", "unchanged", "invalid", "pending"):
         table.add_column(col)
     for s in report["sets"]:
         lo, hi = s["delta_ci"]
         table.add_row(
             s["name"], str(s["n"]), f"{100 * s['win_rate']:.1f}%", f"{100 * s['tie_rate']:.1f}%", f"{100 * s['lose_rate']:.1f}%",
-            f"{100 * s['delta']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]", str(s["unchanged"]),
+            f"{100 * s['delta']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]", str(s["unchanged"]), str(s["invalid"]),
+            str(s["pending"]),
         )
     Console().print(table)
     files = report["files"]

@@ -281,7 +281,7 @@ def test_eval_with_chat_optimizer_measures_a_real_difference(tmp_path):
     # The rewrite asks for more, the fake target answers longer, the length judge prefers it in both orders.
     for s in report["sets"]:
         assert (s["win"], s["unchanged"], s["order_agreement"]) == (3, 0, 1.0)
-        assert s["delta_ci"][0] > 0
+        assert s["delta"] == 1.0 and s["delta_ci"][1] > 0.9
 
 
 def test_position_biased_judge_cancels_out(tmp_path):
@@ -338,3 +338,52 @@ async def test_function_chat_sync_and_async():
     assert await FunctionChat(afn).acomplete([("user", "hi")]) == "HI"
     assert FunctionChat(lambda m: "ok").complete([("user", "hi")]) == "ok"
     assert await FunctionChat(lambda m: "ok").acomplete([("user", "hi")]) == "ok"
+
+
+async def test_sync_only_chat_model_runs_in_a_thread_and_is_not_retried():
+    from langchain_core.language_models.chat_models import SimpleChatModel
+
+    class SyncOnly(SimpleChatModel):
+        """Like HuggingFacePipeline: no async generation."""
+
+        @property
+        def _llm_type(self) -> str:
+            return "sync-only"
+
+        def _call(self, messages, stop=None, run_manager=None, **kwargs):
+            return "ok: " + messages[-1].content
+
+        async def _agenerate(self, *args, **kwargs):
+            raise NotImplementedError("async generation is not supported")
+
+    chat = as_chat_model(SyncOnly())
+    assert await chat.acomplete([("user", "hi")]) == "ok: hi"
+    assert await chat.acomplete([("user", "again")]) == "ok: again"
+    attempts = 0
+
+    async def unsupported():
+        nonlocal attempts
+        attempts += 1
+        raise NotImplementedError
+
+    with pytest.raises(NotImplementedError):
+        await Caller(CallPolicy(max_retries=3, backoff_s=0))(unsupported)
+    assert attempts == 1
+
+
+def test_report_intervals():
+    from bpo_core.evaluation.pairwise import ItemResult, combine, parse_verdict
+    from bpo_core.evaluation.report import summarize, wilson
+
+    assert wilson(0, 10)[0] == 0.0 and wilson(10, 10)[1] == 1.0
+    low, high = wilson(50, 100)
+    assert 0.40 < low < 0.41 and 0.59 < high < 0.60  # the textbook Wilson interval for 50/100
+    ties = [ItemResult("s", str(i), "tie", True, (None, None)) for i in range(7)]
+    s = summarize("s", ties, expected=8)
+    assert s.delta == 0.0 and s.delta_ci[0] < -0.2 and s.delta_ci[1] > 0.2  # small samples stay uncertain
+    assert s.pending == 1 and s.order_agreement is None
+    wins = [ItemResult("s", str(i), "win", False, ("B", "A")) for i in range(40)]
+    assert summarize("s", wins, 40).delta_ci[0] > 0.8
+    assert parse_verdict("A is fine [[A]] but on reflection [[B]]") == "B" and parse_verdict("no verdict") is None
+    assert combine("A", "A") == "tie" and combine("B", "A") == "win" and combine("A", None) == "lose"
+    assert combine(None, None) is None

@@ -1,8 +1,9 @@
 """Win / tie / lose tallies with confidence intervals, as JSON, Markdown and a bar chart PNG.
 
-Rates get Wilson score intervals (95%); the paper's headline figure, win rate minus lose rate,
-gets a normal-approximation interval from the multinomial variance
-``(p_win + p_lose - (p_win - p_lose)^2) / n``.
+Rates get Wilson score intervals (95%). The paper's headline figure, win rate minus lose rate,
+gets an Agresti-Caffo style interval: one pseudo-win and one pseudo-loss are added, then the
+normal approximation with the multinomial variance ``(p_win + p_lose - (p_win - p_lose)^2) / n``.
+(Without the pseudo-counts a small all-tie sample would get the interval [0, 0].)
 """
 
 from __future__ import annotations
@@ -62,7 +63,9 @@ def summarize(name: str, results: Sequence[ItemResult], expected: int) -> SetSum
     counts = {o: sum(r.outcome == o for r in valid) for o in ("win", "tie", "lose")}
     rate = {o: counts[o] / n if n else 0.0 for o in counts}
     delta = rate["win"] - rate["lose"]
-    half = Z95 * math.sqrt(max(rate["win"] + rate["lose"] - delta**2, 0.0) / n) if n else 1.0
+    adj_win, adj_lose = (counts["win"] + 1) / (n + 2), (counts["lose"] + 1) / (n + 2)
+    adj_delta = adj_win - adj_lose
+    half = Z95 * math.sqrt(max(adj_win + adj_lose - adj_delta**2, 0.0) / (n + 2))
     judged = [r for r in results if not r.unchanged and all(v is not None for v in r.verdicts)]
     # Orders agree when they name the same answer: (A, B) or (B, A) or (C, C).
     agree = sum(r.verdicts in {("A", "B"), ("B", "A"), ("C", "C")} for r in judged)
@@ -83,7 +86,7 @@ def summarize(name: str, results: Sequence[ItemResult], expected: int) -> SetSum
         tie_ci=wilson(counts["tie"], n),
         lose_ci=wilson(counts["lose"], n),
         delta=delta,
-        delta_ci=(max(-1.0, delta - half), min(1.0, delta + half)),
+        delta_ci=(max(-1.0, adj_delta - half), min(1.0, adj_delta + half)),
         order_agreement=agree / len(judged) if judged else None,
         first_position_rate=sum(v == "A" for v in verdicts) / len(verdicts) if verdicts else None,
     )
@@ -125,7 +128,7 @@ def to_markdown(report: Mapping[str, Any]) -> str:
         )
     lines += [
         "",
-        "Brackets: 95% intervals (Wilson for rates; normal approximation for win - lose). A pair is a win when the "
+        "Brackets: 95% intervals (Wilson for rates; Agresti-Caffo style for win - lose). A pair is a win when the "
         "verdicts of the two orders add up in the optimized answer's favour, a tie when they cancel. `unchanged`: "
         "the optimizer kept the prompt, counted as ties. `invalid`: no `[[A]]`/`[[B]]`/`[[C]]` in either verdict. "
         "`pending`: not finished (re-run to resume).",
