@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bpo_core.backends.decode import greedy_decode, supports
 from bpo_core.errors import GenerationError, ModelLoadError
 from bpo_core.formats import PromptFormat
 from bpo_core.generation import GenerationSettings
@@ -78,6 +79,8 @@ class HFBackend:
         self._lock = threading.RLock()
         self._pad_id = self._pick_pad_id()
         self._newline_id = self._single_token_id("\n")
+        #: Use the lean greedy loop (bpo_core.backends.decode) for plain greedy decoding.
+        self.fast_greedy = supports(model)
         if num_threads is not None:
             import torch
 
@@ -166,6 +169,20 @@ class HFBackend:
         for row, seq in enumerate(ids):  # left padding: the generated tokens line up at the end
             input_ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
             attention[row, width - len(seq) :] = 1
+        if self._plain_greedy(settings):
+            try:
+                with torch.inference_mode():
+                    rows = greedy_decode(
+                        self.model,
+                        input_ids.to(self.device),
+                        attention.to(self.device),
+                        max_new_tokens=settings.max_new_tokens,
+                        eos_ids=[self.tokenizer.eos_token_id],
+                        max_time=settings.max_time,
+                    )
+            except Exception as exc:
+                raise GenerationError(f"Generation failed: {exc}") from exc
+            return self.tokenizer.batch_decode(rows, skip_special_tokens=True)
         kwargs = self._generate_kwargs(raw, settings)
         if settings.seed is not None:
             torch.manual_seed(settings.seed)
@@ -178,6 +195,17 @@ class HFBackend:
             raise GenerationError(f"Generation failed: {exc}") from exc
         new_tokens = out[:, width:]
         return self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+
+    def _plain_greedy(self, settings: GenerationSettings) -> bool:
+        """Whether the lean greedy loop gives exactly what ``generate`` would (see decode.py)."""
+        return (
+            self.fast_greedy
+            and not settings.do_sample
+            and not settings.banned_words
+            and not settings.stop_at_newline
+            and settings.min_new_tokens_extra is None
+            and self.tokenizer.eos_token_id is not None
+        )
 
     def _generate_kwargs(self, raw: list[str], settings: GenerationSettings) -> dict[str, Any]:
         eos = self.tokenizer.eos_token_id
