@@ -1,6 +1,7 @@
 """Decode tokens/s at batch 1 next to the memory-bandwidth roofline.
 
-Each decoded token reads every weight once, so tokens/s <= bandwidth / model bytes. Bandwidth is
+Measures our engine's greedy loop (bpo_core.backends.decode), and prints model.generate's speed
+next to it. Each decoded token reads every weight once, so tokens/s <= bandwidth / model bytes. Bandwidth is
 measured here with a large tensor copy. Usage: python benchmarks/roofline.py
 """
 
@@ -26,12 +27,20 @@ def copy_bandwidth_gbs(mb: int = 512, repeats: int = 5) -> float:
     return 2 * src.numel() * 4 / best / 1e9  # read + write
 
 
-def decode_tokens_per_s(backend, n_tokens: int = 64) -> float:
+def decode_tokens_per_s(backend, n_tokens: int = 64, engine: bool = True) -> float:
+    """Batch-1 decode speed of our engine's greedy loop (or of ``model.generate`` for comparison)."""
     import torch
+
+    from bpo_core.backends.decode import greedy_decode
 
     tok, model = backend.tokenizer, backend.model
     ids = tok("Write a short story about a lighthouse keeper.", return_tensors="pt")
     with torch.inference_mode():
+        if engine:
+            greedy_decode(model, ids["input_ids"], ids["attention_mask"], max_new_tokens=4, eos_ids=[])  # warm-up
+            start = time.perf_counter()
+            rows = greedy_decode(model, ids["input_ids"], ids["attention_mask"], max_new_tokens=n_tokens, eos_ids=[])
+            return len(rows[0]) / (time.perf_counter() - start)
         model.generate(**ids, max_new_tokens=4, do_sample=False, pad_token_id=tok.eos_token_id)  # warm-up
         start = time.perf_counter()
         out = model.generate(
@@ -46,10 +55,11 @@ def main() -> None:
     params = sum(p.numel() * p.element_size() for p in backend.model.parameters())
     bandwidth = copy_bandwidth_gbs()
     tps = decode_tokens_per_s(backend)
+    tps_generate = decode_tokens_per_s(backend, engine=False)
     roofline = bandwidth * 1e9 / params
     print(machine_line())
     print(f"model_bytes={params / 1e6:.0f}MB copy_bandwidth={bandwidth:.1f}GB/s roofline_tokens_s={roofline:.1f}")
-    print(f"decode_tokens_s_batch1={tps:.1f}")
+    print(f"decode_tokens_s_batch1={tps:.1f} (transformers generate: {tps_generate:.1f})")
     print(f"roofline_fraction={tps / roofline:.2f}")
 
 
