@@ -425,8 +425,9 @@ class BPOOptimizer:
     def _submit(self, prompt: str, mode: str | None, rounds: int | None) -> concurrent.futures.Future[OptimizationResult]:
         _check_options(mode=mode, rounds=rounds)
         batcher = self._shared.get_batcher(self.max_wait_ms, self.max_batch_size)
-        # Calls from the same optimizer with the same settings share a batch.
-        return batcher.submit((self, mode, rounds), prompt)
+        # Calls whose options give the same results share a batch, even from different optimizer
+        # objects (each BPORunnable or with_options() copy is one) over the same model.
+        return batcher.submit(_BatchGroup(self, mode, rounds), prompt)
 
     def _one_round(self, previous: list[OptimizationResult], settings: GenerationSettings) -> list[OptimizationResult]:
         """Optimize each result's current prompt once; keep the previous prompt on any failure."""
@@ -529,6 +530,39 @@ def _fallback(res: OptimizationResult, reason: str) -> OptimizationResult:
     return OptimizationResult(res.original, res.optimized, fell_back, reason, res.history)
 
 
+class _BatchGroup:
+    """Micro-batching key: equal for calls that may share one batched generation."""
+
+    __slots__ = ("optimizer", "mode", "rounds", "_signature")
+
+    def __init__(self, optimizer: BPOOptimizer, mode: str | None, rounds: int | None) -> None:
+        self.optimizer, self.mode, self.rounds = optimizer, mode, rounds
+        o = optimizer
+        self._signature = (
+            id(o.cache),
+            o._fmt,
+            mode or o.mode,
+            o.rounds if rounds is None else rounds,
+            o.max_new_tokens,
+            o.seed,
+            o.on_error,
+            o.guard.model_dump_json(),
+            o.protect_context,
+            o.max_input_tokens,
+            o.n_best,
+            o.timeout_s,
+            o.english_only,
+            o.log_prompts,
+            o.cache_sampling,
+        )
+
+    def __hash__(self) -> int:
+        return hash(self._signature)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _BatchGroup) and self._signature == other._signature
+
+
 class _BackendHolder:
     """Holds a backend or loads it once, on first use, from a zero-argument loader.
 
@@ -558,9 +592,8 @@ class _BackendHolder:
             if self.batcher is None:
                 from bpo_core.batching import MicroBatcher
 
-                def run(group: tuple[BPOOptimizer, str | None, int | None], prompts: list[str]) -> list[OptimizationResult]:
-                    optimizer, mode, rounds = group
-                    return optimizer._rewrite_direct(prompts, mode, rounds)
+                def run(group: _BatchGroup, prompts: list[str]) -> list[OptimizationResult]:
+                    return group.optimizer._rewrite_direct(prompts, group.mode, group.rounds)
 
                 self.batcher = MicroBatcher(run, max_wait_ms=max_wait_ms, max_batch_size=max_batch_size)
             return self.batcher

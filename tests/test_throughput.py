@@ -106,6 +106,21 @@ async def test_concurrent_ainvoke_share_one_batch(backend):
     opt.close()
 
 
+async def test_separate_runnables_over_one_optimizer_share_batches(backend):
+    from langchain_bpo import BPORunnable
+
+    spy = CountingBackend(backend)
+    opt = BPOOptimizer(spy, max_new_tokens=16, micro_batching=True, max_wait_ms=50, cache=False)
+    prompts = [f"Write a haiku about the number {i}." for i in range(8)]
+    # A web app may build a chain (and a BPORunnable) per request: their calls still coalesce.
+    results = await asyncio.gather(*[BPORunnable(optimizer=opt).ainvoke(p) for p in prompts])
+    assert len(results) == 8 and len(spy.calls) <= 2 and sum(len(c) for c in spy.calls) == 8
+    # Options that change results never share a batch.
+    await asyncio.gather(opt.with_options(max_new_tokens=8).arewrite(prompts[0]), opt.arewrite(prompts[1]))
+    assert [len(c) for c in spy.calls[-2:]] == [1, 1]
+    opt.close()
+
+
 def test_threads_coalesce(backend):
     spy = CountingBackend(backend)
     opt = BPOOptimizer(spy, max_new_tokens=16, micro_batching=True, max_wait_ms=20, cache=False)
