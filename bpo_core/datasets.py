@@ -7,12 +7,11 @@ with a newline; Vicuna uses ``text``; the BPO test split uses ``prompt``.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from bpo_core.errors import DataFormatError
+from bpo_core.records import read_records
 
 DATA_DIR = Path(__file__).parent / "data"
 
@@ -45,16 +44,6 @@ def test_set_path(name: str) -> Path:
         raise ValueError(f"unknown test set {name!r}; choose from {', '.join(TEST_SETS)}") from None
 
 
-def _records(path: Path) -> list[Any]:
-    text = path.read_text(encoding="utf-8")
-    try:
-        if text.lstrip()[:1] == "[":
-            return json.loads(text)
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
-    except json.JSONDecodeError as exc:
-        raise DataFormatError(f"{path}, line {exc.lineno}: invalid JSON: {exc.msg}") from exc
-
-
 def load_test_set(name_or_path: str | Path, limit: int | None = None) -> list[EvalItem]:
     """The prompts of a shipped test set (by name) or of a JSON/JSONL file of your own.
 
@@ -66,14 +55,14 @@ def load_test_set(name_or_path: str | Path, limit: int | None = None) -> list[Ev
     if not path.is_file():
         raise DataFormatError(f"{path}: no such file (shipped test sets: {', '.join(TEST_SETS)})")
     items = []
-    for i, rec in enumerate(_records(path)):
+    for i, (where, rec) in enumerate(read_records(path)):
         if limit is not None and i >= limit:
             break
         if not isinstance(rec, dict):
-            raise DataFormatError(f"{path}, record {i + 1}: expected a JSON object")
+            raise DataFormatError(f"{where}: expected a JSON object")
         field = next((f for f in _QUESTION_FIELDS if isinstance(rec.get(f), str)), None)
         if field is None:
-            raise DataFormatError(f"{path}, record {i + 1}: no question field ({', '.join(_QUESTION_FIELDS)}); got {sorted(rec)}")
+            raise DataFormatError(f"{where}: no question field ({', '.join(_QUESTION_FIELDS)}); got {sorted(rec)}")
         question = rec[field]
         if field == "instruction" and isinstance(rec.get("context"), str):
             question = f"{question}\n{rec['context']}"

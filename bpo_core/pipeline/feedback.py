@@ -17,16 +17,15 @@ what it has done; records that cannot be used come back as :class:`Skipped` with
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from bpo_core.errors import DataFormatError
+from bpo_core.records import read_records
 
 FeedbackFormat = Literal["auto", "bpo", "hh", "jsonl"]
 FIELDS = ("instruction", "context", "good_res", "bad_res")
@@ -60,28 +59,6 @@ class Skipped:
 def _key(origin: str, index: int, *parts: str) -> str:
     digest = hashlib.sha1("\x1f".join(parts).encode("utf-8")).hexdigest()[:10]
     return f"{origin}#{index}:{digest}"
-
-
-def _raw_records(path: Path) -> Iterator[tuple[str, Any]]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:  # type: ignore[operator]
-        text = f.read()
-    if not text.strip():
-        raise DataFormatError(f"{path}: file is empty")
-    if text.lstrip()[:1] == "[":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DataFormatError(f"{path}, line {exc.lineno}: invalid JSON: {exc.msg}") from exc
-        for i, rec in enumerate(data, 1):
-            yield f"{path}, record {i}", rec
-        return
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                yield f"{path}, line {lineno}", json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataFormatError(f"{path}, line {lineno}: invalid JSON: {exc.msg}") from exc
 
 
 def split_dialogue(text: str) -> list[tuple[str, str]]:
@@ -161,7 +138,7 @@ def read_feedback(
         raise DataFormatError(f"unknown field mapping {sorted(unknown)}; map any of {', '.join(FIELDS)}")
     good: list[Feedback] = []
     skipped: list[Skipped] = []
-    for index, (where, rec) in enumerate(_raw_records(path)):
+    for index, (where, rec) in enumerate(read_records(path)):
         if limit is not None and index >= limit:
             break
         if not isinstance(rec, Mapping):

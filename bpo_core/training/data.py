@@ -12,14 +12,14 @@ Accepted records (JSON array, JSONL, or a Hugging Face ``datasets`` dataset):
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bpo_core.errors import DataFormatError
+from bpo_core.records import read_records
 
 
 @dataclass(frozen=True)
@@ -79,27 +79,6 @@ def pairs_from_records(records: Iterable[Mapping[str, Any]], origin: str = "<rec
     return pairs
 
 
-def _iter_file(path: Path) -> Iterator[tuple[str, Any]]:
-    text = path.read_text(encoding="utf-8")
-    if not text.strip():
-        raise DataFormatError(f"{path}: file is empty")
-    if path.suffix != ".jsonl" and text.lstrip()[:1] == "[":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DataFormatError(f"{path}, line {exc.lineno}: invalid JSON: {exc.msg}") from exc
-        for i, rec in enumerate(data, 1):
-            yield f"{path}, record {i}", rec
-        return
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            yield f"{path}, line {lineno}", json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataFormatError(f"{path}, line {lineno}: invalid JSON: {exc.msg}") from exc
-
-
 def load_pairs(source: str | Path | Any) -> list[Pair]:
     """Read pairs from a JSON/JSONL file or a ``datasets.Dataset``; raise :class:`DataFormatError` if bad."""
     if not isinstance(source, (str, Path)):
@@ -110,7 +89,7 @@ def load_pairs(source: str | Path | Any) -> list[Pair]:
     if not path.is_file():
         raise DataFormatError(f"{path}: no such file")
     pairs = []
-    for where, rec in _iter_file(path):
+    for where, rec in read_records(path):
         if not isinstance(rec, Mapping):
             raise DataFormatError(f"{where}: expected a JSON object, got {type(rec).__name__}")
         pair = _pair_from_record(rec, where)
