@@ -34,6 +34,14 @@ class CallPolicy(BaseModel):
         """Backoff before retry number ``attempt`` (0-based): exponential, capped, with jitter."""
         return min(self.max_backoff_s, self.backoff_s * 2**attempt) * (0.5 + random.random() / 2)
 
+    def retry_delay(self, attempt: int, exc: Exception, what: str) -> float | None:
+        """Seconds to wait before retrying after ``exc`` on ``attempt`` (0-based); ``None``: give up."""
+        if attempt >= self.max_retries or isinstance(exc, PERMANENT_ERRORS):
+            return None
+        delay = self.delay(attempt)
+        logger.warning("%s failed (%s: %s); retry %d in %.1fs", what, type(exc).__name__, exc, attempt + 1, delay)
+        return delay
+
 
 class RateLimiter:
     """Spaces call starts evenly: at most ``requests_per_minute`` (``None``: no limit)."""
@@ -77,10 +85,9 @@ class Caller:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    if attempt == policy.max_retries or isinstance(exc, PERMANENT_ERRORS):
+                    delay = policy.retry_delay(attempt, exc, what)
+                    if delay is None:
                         raise
-                    delay = policy.delay(attempt)
-                    logger.warning("%s failed (%s: %s); retry %d in %.1fs", what, type(exc).__name__, exc, attempt + 1, delay)
                     await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -91,9 +98,8 @@ def retry_sync(fn: Callable[[], T], policy: CallPolicy, what: str = "call") -> T
         try:
             return fn()
         except Exception as exc:
-            if attempt == policy.max_retries or isinstance(exc, PERMANENT_ERRORS):
+            delay = policy.retry_delay(attempt, exc, what)
+            if delay is None:
                 raise
-            delay = policy.delay(attempt)
-            logger.warning("%s failed (%s: %s); retry %d in %.1fs", what, type(exc).__name__, exc, attempt + 1, delay)
             time.sleep(delay)
     raise AssertionError("unreachable")  # pragma: no cover
