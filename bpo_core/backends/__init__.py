@@ -20,3 +20,8 @@ class Backend(Protocol):
 
     def generate(self, prompts: list[str], fmt: PromptFormat, settings: GenerationSettings) -> list[str]:
         """Return one completion (the rewrite text, before clean-up) per prompt, in order."""
+
+
+def estimate_tokens(text: str) -> int:
+    """Token count without the model's tokenizer: about 4 characters a token, never 0."""
+    return max(1, len(text) // 4)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bpo_core.chat import ChatModel, Message
+from bpo_core.backends import estimate_tokens
 from bpo_core.errors import GenerationError
 from bpo_core.formats import ChatFormat, PromptFormat
 from bpo_core.generation import GenerationSettings
@@ -64,7 +65,7 @@ class ChatBackend:
         self._pool = concurrent.futures.ThreadPoolExecutor(self.policy.concurrency, thread_name_prefix="bpo-chat")
 
     def count_tokens(self, text: str) -> int:
-        return max(1, len(text) // 4)  # the chat model's tokenizer is unknown; a conservative estimate
+        return estimate_tokens(text)  # the model's tokenizer is not known here
 
     def messages(self, prompt: str, fmt: PromptFormat) -> list[Message]:
         """The conversation sent for one instruction."""

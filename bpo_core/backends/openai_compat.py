@@ -17,6 +17,7 @@ import threading
 import time
 from typing import Any
 
+from bpo_core.backends import estimate_tokens
 from bpo_core.errors import GenerationError
 from bpo_core.formats import PromptFormat
 from bpo_core.generation import GenerationSettings
@@ -57,7 +58,7 @@ class OpenAICompatibleBackend:
     def count_tokens(self, text: str) -> int:
         if self.tokenizer is not None:
             return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-        return max(1, len(text) // 4)  # a conservative estimate without the model's tokenizer
+        return estimate_tokens(text)  # the model's tokenizer is not known here
 
     def generate(self, prompts: list[str], fmt: PromptFormat, settings: GenerationSettings) -> list[str]:
         rendered = [fmt.render(p, self.tokenizer) for p in prompts]
