@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -60,6 +62,16 @@ def _policy(concurrency: int, rpm: float | None, max_retries: int, timeout: floa
     return CallPolicy(concurrency=concurrency, requests_per_minute=rpm, max_retries=max_retries, timeout_s=timeout, backoff_s=backoff)
 
 
+@contextlib.contextmanager
+def _user_errors(*kinds: type[Exception]) -> Iterator[None]:
+    """Turn errors in the user's input into a one-line message and exit status 2."""
+    try:
+        yield
+    except kinds as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
 def _field_map(items: list[str] | None) -> dict[str, str]:
     mapping = {}
     for item in items or []:
@@ -97,11 +109,8 @@ def optimize(
         from bpo_core.errors import DataFormatError
 
         opt = _optimizer(model, mode=mode, rounds=rounds, max_new_tokens=max_new_tokens)
-        try:
+        with _user_errors(DataFormatError):
             counts = optimize_file(opt, input_file, output_file, field=field, batch_size=batch_size)
-        except DataFormatError as exc:
-            console.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(2) from exc
         console.print(json.dumps(counts))
         return
     items = list(prompts or [])
@@ -145,11 +154,8 @@ def train(
     from bpo_core.training.sft import TrainConfig, train as run_training
 
     logging.basicConfig(level=logging.INFO)
-    try:
+    with _user_errors(DataFormatError):
         pairs = [p for path in data for p in load_pairs(path)]
-    except DataFormatError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
     config = TrainConfig(
         base=base,
         output_dir=str(output),
@@ -168,11 +174,8 @@ def train(
         max_steps=max_steps,
         num_threads=threads,
     )
-    try:
+    with _user_errors(FileExistsError):
         info = run_training(pairs, config)
-    except FileExistsError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
     console.print_json(json.dumps(info["metrics"]))
     console.print(f"saved to {output}; load it with BPOOptimizer.from_pretrained({str(output)!r})")
 
@@ -208,16 +211,13 @@ def construct(
         raise typer.BadParameter(f"--format must be auto, bpo, hh or jsonl; got {input_format!r}")
     mapping = _field_map(field)
     items, skipped = [], []
-    try:
+    with _user_errors(DataFormatError):
         for path in inputs:
             good, bad = read_feedback(path, format=input_format, fields=mapping or None, limit=limit)  # type: ignore[arg-type]
             items += good
             skipped += bad
-    except DataFormatError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
     chat = _chat_model(teacher)
-    try:
+    with _user_errors(DataFormatError):
         stats = run_construct(
             items,
             chat,
@@ -228,9 +228,6 @@ def construct(
             filters=ConstructFilters(max_shrink=max_shrink, max_growth=max_growth),
             progress=progress,
         )
-    except DataFormatError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
     console.print(f"pairs: {output}  rejects: {rejects or default_rejects_path(output)}")
     print(json.dumps(stats.as_dict()))
     if stats.errors:
@@ -277,11 +274,8 @@ def evaluate(
     from bpo_core.evaluation.pairwise import PairwiseRun
     from bpo_core.evaluation.report import write_report
 
-    try:
+    with _user_errors(DataFormatError, ValueError):
         test_sets = {Path(name).stem if name.endswith((".json", ".jsonl")) else name: load_test_set(name, limit) for name in _names(sets)}
-    except (DataFormatError, ValueError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
     target_chat, judge_chat = _chat_model(target), _chat_model(judge)
     opt = _optimizer(model, mode=mode, rounds=rounds, max_new_tokens=max_new_tokens)
     run = PairwiseRun(
@@ -296,11 +290,8 @@ def evaluate(
         progress=progress,
         optimizer_name=model or None,
     )
-    try:
+    with _user_errors(DataFormatError):
         results = run.run()
-    except DataFormatError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
     report = write_report(results, {k: len(v) for k, v in test_sets.items()}, run.config(), output_dir)
     table = Table(title="Optimized vs original prompts (judge: pair-v2, both orders)")
     for col in ("set", "n", "win", "tie", "lose", "win - lose [95% CI]", "unchanged", "invalid", "pending"):
