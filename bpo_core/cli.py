@@ -34,17 +34,29 @@ ModelOpt = Annotated[
         help="Optimizer: 'embedded' (default), a hub id like THUDM/BPO or a folder, or chat:<chat model spec>.",
     ),
 ]
+DtypeOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--dtype",
+        help="Local optimizer weights: auto (float32 on CPU, bfloat16 on GPU), float32 or bfloat16 "
+        "(about twice the batched throughput on CPUs with AMX; rewrites may differ slightly).",
+    ),
+]
 ChatSpecHelp = "Chat model: module:attribute, file.py:attribute, or provider:model (e.g. openai:gpt-4o-mini)."
 
 
-def _optimizer(model: str | None, **options):
+def _optimizer(model: str | None, dtype: str | None = None, **options):
     from bpo_core import BPOOptimizer
 
+    if dtype not in (None, "auto", "float32", "bfloat16", "float16"):
+        raise typer.BadParameter(f"--dtype must be auto, float32, bfloat16 or float16, not {dtype!r}")
     if not model or model == "embedded":
-        return BPOOptimizer.default(**options)
+        return BPOOptimizer.default(dtype=dtype, **options)
     if model.startswith("chat:"):
+        if dtype not in (None, "auto"):
+            raise typer.BadParameter("--dtype applies to local optimizer models, not chat:")
         return BPOOptimizer.from_chat_model(_chat_model(model[len("chat:") :]), **options)
-    return BPOOptimizer.from_pretrained(model, **options)
+    return BPOOptimizer.from_pretrained(model, dtype=dtype, **options)
 
 
 def _chat_model(spec: str):
@@ -94,7 +106,8 @@ def optimize(
     input_file: Annotated[Optional[Path], typer.Option("--input", help="JSONL dataset to rewrite (resumable).")] = None,
     field: Annotated[str, typer.Option(help="With --input: the field to rewrite.")] = "instruction",
     output_file: Annotated[Optional[Path], typer.Option("--output", help="With --input: JSONL output.")] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Prompts per batched generation.")] = 16,
+    batch_size: Annotated[int, typer.Option(min=1, help="Prompts per batched generation.")] = 64,
+    dtype: DtypeOpt = None,
 ) -> None:
     """Optimize prompts given as arguments (or stdin lines) and print the rewrites.
 
@@ -108,7 +121,7 @@ def optimize(
         from bpo_core.bulk import optimize_file
         from bpo_core.errors import DataFormatError
 
-        opt = _optimizer(model, mode=mode, rounds=rounds, max_new_tokens=max_new_tokens)
+        opt = _optimizer(model, dtype, mode=mode, rounds=rounds, max_new_tokens=max_new_tokens)
         with _user_errors(DataFormatError):
             counts = optimize_file(opt, input_file, output_file, field=field, batch_size=batch_size)
         console.print(json.dumps(counts))
@@ -118,7 +131,7 @@ def optimize(
         if sys.stdin.isatty() and not items:
             raise typer.BadParameter("give prompts as arguments, or '-' to read them from stdin")
         items = [line.rstrip("\n") for line in sys.stdin if line.strip()]
-    opt = _optimizer(model, mode=mode, rounds=rounds, max_new_tokens=max_new_tokens)
+    opt = _optimizer(model, dtype, mode=mode, rounds=rounds, max_new_tokens=max_new_tokens)
     for res in opt.rewrite_batch(items):
         if as_json:
             print(json.dumps(res.to_dict(), ensure_ascii=False))
@@ -257,6 +270,7 @@ def evaluate(
     timeout: Annotated[Optional[float], typer.Option(help="Seconds before one call is abandoned (and retried).")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
     output: Annotated[Optional[Path], typer.Option(help="--intrinsic: write rewrites and scores as JSON here.")] = None,
+    dtype: DtypeOpt = None,
 ) -> None:
     """Evaluate an optimizer.
 
@@ -265,7 +279,7 @@ def evaluate(
     report.json, report.md and report.png. --intrinsic: ROUGE-L vs teacher rewrites, context kept.
     """
     if intrinsic:
-        _intrinsic(data, model, mode, limit, batch_size, max_new_tokens, output)
+        _intrinsic(data, model, dtype, mode, limit, batch_size, max_new_tokens, output)
         return
     if not (target and judge and output_dir):
         raise typer.BadParameter("pairwise evaluation needs --target, --judge and --output-dir (or use --intrinsic)")
@@ -277,7 +291,7 @@ def evaluate(
     with _user_errors(DataFormatError, ValueError):
         test_sets = {Path(name).stem if name.endswith((".json", ".jsonl")) else name: load_test_set(name, limit) for name in _names(sets)}
     target_chat, judge_chat = _chat_model(target), _chat_model(judge)
-    opt = _optimizer(model, mode=mode, rounds=rounds, max_new_tokens=max_new_tokens)
+    opt = _optimizer(model, dtype, mode=mode, rounds=rounds, max_new_tokens=max_new_tokens)
     run = PairwiseRun(
         test_sets,
         opt,
@@ -318,12 +332,12 @@ def _names(sets: str) -> list[str]:
     return names
 
 
-def _intrinsic(data, model, mode, limit, batch_size, max_new_tokens, output) -> None:
+def _intrinsic(data, model, dtype, mode, limit, batch_size, max_new_tokens, output) -> None:
     from bpo_core.datasets import test_set_path
     from bpo_core.evaluation.intrinsic import as_dict, evaluate as run_eval
 
     path = data or test_set_path("bpo_test")
-    opt = _optimizer(model, mode=mode, max_new_tokens=max_new_tokens)
+    opt = _optimizer(model, dtype, mode=mode, max_new_tokens=max_new_tokens)
     scores = run_eval(opt.optimize_batch, path, limit=limit, batch_size=batch_size)
     table = Table(title=f"Intrinsic quality on {path.name}")
     for col in ("prompts", "ROUGE-L F1", "context kept", "changed", "empty"):
@@ -347,13 +361,14 @@ def serve(
     max_wait_ms: Annotated[float, typer.Option(help="Micro-batching wait for concurrent requests.")] = 5.0,
     max_batch_size: int = 16,
     model_name: Annotated[str, typer.Option(help="Model id reported by /v1/models.")] = "bpo",
+    dtype: DtypeOpt = None,
 ) -> None:
     """Serve the optimizer over an OpenAI-compatible API (/v1/completions, /v1/optimize)."""
     import uvicorn
 
     from bpo_core.server import create_app
 
-    opt = _optimizer(model)
+    opt = _optimizer(model, dtype)
     app_ = create_app(opt, model_name=model_name, max_wait_ms=max_wait_ms, max_batch_size=max_batch_size)
     uvicorn.run(app_, host=host, port=port, log_level="info")
 

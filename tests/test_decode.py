@@ -1,36 +1,135 @@
-"""The lean greedy decoder must give exactly what transformers' generate gives."""
+"""The lean greedy engine (lean Llama forward, shared-prefix KV, continuous batching) must give
+exactly what transformers' generate gives, in float32, however the batch is scheduled."""
 
 from __future__ import annotations
 
 import pytest
 
 from bpo_core import BPOOptimizer
+from bpo_core.backends.continuous import continuous_greedy
 from bpo_core.backends.decode import supports
+from bpo_core.backends.lean_llama import LeanLlama, lean_supported
 from bpo_core.generation import settings_for_mode
 from tests.conftest import PROMPTS
 
 MORE = [*PROMPTS, "hi", "Summarize the plot of Hamlet in two sentences, please.", "why exercise"]
 
 
-def raw(backend, prompts, settings, fast: bool):
+def raw(backend, prompts, settings, fast: bool, lean: bool = True, max_batch_size: int | None = None):
     fmt = BPOOptimizer(backend).fmt
-    backend.fast_greedy = fast
+    saved = backend.fast_greedy, backend.lean_forward, backend.max_batch_size
+    backend.fast_greedy, backend.lean_forward = fast, lean
+    backend.max_batch_size = max_batch_size or saved[2]
     try:
         return backend.generate(prompts, fmt, settings)
     finally:
-        backend.fast_greedy = True
+        backend.fast_greedy, backend.lean_forward, backend.max_batch_size = saved
 
 
 @pytest.mark.parametrize("max_new_tokens", [1, 24, 64])
 def test_fast_greedy_matches_generate(backend, max_new_tokens):
-    assert supports(backend.model) and backend.fast_greedy
+    assert supports(backend.model) and backend.fast_greedy and backend.lean_forward
     settings = settings_for_mode("greedy", max_new_tokens=max_new_tokens)
     expected = raw(backend, MORE, settings, fast=False)
-    assert raw(backend, MORE, settings, fast=True) == expected
+    assert raw(backend, MORE, settings, fast=True) == expected  # lean forward, continuous batching
+    assert raw(backend, MORE, settings, fast=True, lean=False) == expected  # transformers forward, fixed batches
     assert [raw(backend, [p], settings, fast=True)[0] for p in MORE[:2]] == expected[:2]  # batches of one
+
+
+def test_continuous_batching_with_a_small_batch_matches_generate(backend):
+    """Two rows at a time over ten prompts: rows finish, leave, and waiting prompts join many times."""
+    settings = settings_for_mode("greedy", max_new_tokens=40)
+    expected = raw(backend, MORE, settings, fast=False)
+    assert raw(backend, MORE, settings, fast=True, max_batch_size=2) == expected
+    assert raw(backend, MORE, settings, fast=True, max_batch_size=3) == expected
+
+
+def test_buffer_squeeze_and_growth_keep_results(backend):
+    """A buffer too small for the run is squeezed and grown on the way; results do not change."""
+    import torch
+
+    from bpo_core.backends import continuous
+
+    lean = LeanLlama(backend.model)
+    tok = backend.tokenizer
+    seqs = [tok(p)["input_ids"] for p in MORE]
+    with torch.inference_mode():
+        expected = continuous_greedy(lean, seqs, max_new_tokens=30, eos_ids=[tok.eos_token_id], max_batch_size=4)
+        original = continuous._Scheduler.__init__
+
+        def tiny(self, *args, **kwargs):
+            original(self, *args, **kwargs)
+            self.kv = lean.new_buffers(0, 8)  # far too small: forces _squeeze and grow
+            self.valid = self.valid.new_zeros((0, 8))
+
+        continuous._Scheduler.__init__ = tiny
+        try:
+            got = continuous_greedy(lean, seqs, max_new_tokens=30, eos_ids=[tok.eos_token_id], max_batch_size=4)
+        finally:
+            continuous._Scheduler.__init__ = original
+    assert got == expected
+
+
+def test_shared_prefix_is_computed_once_and_used(backend):
+    import torch
+
+    fmt = BPOOptimizer(backend).fmt
+    template = backend._template_prefix(fmt)
+    encoded = [fmt.encode(p, backend.tokenizer) for p in MORE]
+    assert len(template) >= 8 and all(e[: len(template)] == template for e in encoded)
+    lean = LeanLlama(backend.model)
+    with torch.inference_mode():
+        first = lean.prefix_state(template)
+        assert lean.prefix_state(template) is first  # cached, not recomputed
+        with_prefix = continuous_greedy(lean, encoded, prefix_length=len(template), max_new_tokens=20, eos_ids=[2])
+        without = continuous_greedy(lean, encoded, prefix_length=0, max_new_tokens=20, eos_ids=[2])
+    assert with_prefix == without
+
+
+def test_bad_prefix_and_batch_size_are_refused(backend):
+    lean = LeanLlama(backend.model)
+    with pytest.raises(ValueError, match="prefix_length"):
+        continuous_greedy(lean, [[1, 2, 3], [1, 5, 6]], prefix_length=2, max_new_tokens=2, eos_ids=[2])
+    with pytest.raises(ValueError, match="prefix_length"):
+        continuous_greedy(lean, [[1, 2], [1, 2, 3]], prefix_length=2, max_new_tokens=2, eos_ids=[2])
+    with pytest.raises(ValueError, match="max_batch_size"):
+        continuous_greedy(lean, [[1, 2]], max_new_tokens=2, eos_ids=[2], max_batch_size=0)
+    assert continuous_greedy(lean, [], max_new_tokens=2, eos_ids=[2]) == []
+
+
+def test_max_time_returns_what_it_has(backend):
+    import torch
+
+    lean = LeanLlama(backend.model)
+    seqs = [backend.tokenizer(p)["input_ids"] for p in MORE]
+    with torch.inference_mode():
+        rows = continuous_greedy(lean, seqs, max_new_tokens=200, eos_ids=[], max_time=0.0, max_batch_size=4)
+    assert len(rows) == len(seqs) and all(len(r) <= 1 for r in rows)
+
+
+def test_unsupported_architectures_keep_transformers_forward(backend):
+    assert lean_supported(backend.model)
+
+    class Other:
+        config = type("C", (), {"model_type": "gpt2"})()
+
+    assert not lean_supported(Other())
+    with pytest.raises(ValueError, match="gpt2"):
+        LeanLlama(Other())
 
 
 def test_sampling_modes_keep_generate(backend):
     assert not backend._plain_greedy(settings_for_mode("stable"))
     assert not backend._plain_greedy(settings_for_mode("aggressive"))
     assert backend._plain_greedy(settings_for_mode("greedy"))
+
+
+def test_bfloat16_embedded_model_loads_and_rewrites():
+    import torch
+
+    from bpo_core.default_model import shared_default_backend
+
+    bf16 = shared_default_backend(dtype="bfloat16")
+    assert bf16.model.dtype == torch.bfloat16 and bf16.name.endswith("[bfloat16]")  # own cache keys
+    out = BPOOptimizer(bf16, max_new_tokens=24, cache=False).rewrite_batch(PROMPTS[:3])
+    assert all(r.optimized.strip() for r in out)

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Collection
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bpo_core.backends.lean_llama import LeanLlama
 
 #: Model types whose forward takes (input_ids, attention_mask, position_ids, past_key_values,
 #: cache_position) with full attention, which this loop relies on.
@@ -81,3 +84,4 @@ def greedy_decode(
         next_position = next_position + 1
         cache_length += 1
     return results
+

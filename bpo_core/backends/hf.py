@@ -8,7 +8,9 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bpo_core.backends.continuous import continuous_greedy
 from bpo_core.backends.decode import greedy_decode, supports
+from bpo_core.backends.lean_llama import LeanLlama, lean_supported
 from bpo_core.errors import GenerationError, ModelLoadError
 from bpo_core.formats import PromptFormat
 from bpo_core.generation import GenerationSettings
@@ -18,6 +20,9 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 logger = logging.getLogger(__name__)
+
+#: Shorter shared prefixes are recomputed with each batch rather than copied from the cache.
+MIN_SHARED_PREFIX = 4
 
 
 def resolve_device(device: str | None) -> str:
@@ -81,6 +86,10 @@ class HFBackend:
         self._newline_id = self._single_token_id("\n")
         #: Use the lean greedy loop (bpo_core.backends.decode) for plain greedy decoding.
         self.fast_greedy = supports(model)
+        #: ...and run it on the lean Llama forward, sharing the template prefix's KV (lean_llama.py).
+        self.lean_forward = lean_supported(model)
+        self._lean: LeanLlama | None = None
+        self._template_prefixes: dict[Any, list[int]] = {}
         if num_threads is not None:
             import torch
 
@@ -151,6 +160,8 @@ class HFBackend:
                 encoded = [fmt.encode(p, self.tokenizer) for p in prompts]
             except Exception as exc:
                 raise GenerationError(f"Could not build the optimizer input: {exc}") from exc
+            if self._plain_greedy(settings) and self.lean_forward:
+                return self._lean_generate(encoded, settings, self._template_prefix(fmt))
             order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
             outputs: list[str] = [""] * len(prompts)
             for start in range(0, len(order), self.max_batch_size):
@@ -195,6 +206,50 @@ class HFBackend:
             raise GenerationError(f"Generation failed: {exc}") from exc
         new_tokens = out[:, width:]
         return self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+
+    def _lean_generate(self, ids: list[list[int]], settings: GenerationSettings, template: list[int]) -> list[str]:
+        """Plain greedy on the lean forward, continuously batched (see continuous.py)."""
+        import torch
+
+        if self._lean is None or self._lean.model is not self.model:
+            self._lean = LeanLlama(self.model)
+        # The template's leading tokens are the same for every prompt: share their KV. Each row
+        # keeps at least one token of its own so its first logits come from its own prompt.
+        shared = len(os.path.commonprefix([template, *ids])) if template else 0
+        shared = min(shared, min(len(x) for x in ids) - 1)
+        try:
+            with torch.inference_mode():
+                rows = continuous_greedy(
+                    self._lean,
+                    ids,
+                    prefix_length=shared if shared >= MIN_SHARED_PREFIX else 0,
+                    max_new_tokens=settings.max_new_tokens,
+                    eos_ids=[self.tokenizer.eos_token_id],
+                    max_batch_size=self.max_batch_size,
+                    pad_id=self._pad_id,
+                    max_time=settings.max_time,
+                )
+        except Exception as exc:
+            raise GenerationError(f"Generation failed: {exc}") from exc
+        return self.tokenizer.batch_decode(rows, skip_special_tokens=True)
+
+    def _template_prefix(self, fmt: PromptFormat) -> list[int]:
+        """The tokens every prompt of ``fmt`` starts with (two probe prompts' common prefix)."""
+        key: Any = fmt
+        try:
+            hash(fmt)
+        except TypeError:  # an unhashable custom format: recompute (two short tokenizations)
+            key = None
+        if key is not None and key in self._template_prefixes:
+            return self._template_prefixes[key]
+        try:
+            a, b = fmt.encode("A", self.tokenizer), fmt.encode("Z", self.tokenizer)
+        except Exception:  # a format that cannot encode probes just gets no shared prefix
+            return []
+        prefix = a[: len(os.path.commonprefix([a, b]))]
+        if key is not None:
+            self._template_prefixes[key] = prefix
+        return prefix
 
     def _plain_greedy(self, settings: GenerationSettings) -> bool:
         """Whether the lean greedy loop gives exactly what ``generate`` would (see decode.py)."""

@@ -1,0 +1,229 @@
+"""A lean inference forward for Llama-family decoders, over the model's own weights.
+
+On a CPU a 135M-parameter model spends most of a decode step outside its matrix products:
+transformers' forward rebuilds masks, concatenates the KV cache and goes through many small
+modules per layer. This forward does the same arithmetic in fewer operations:
+
+- the KV cache is allocated once per batch and written in place (no per-step concatenation);
+- masks are built once per batch and sliced per step;
+- the key/value states of a prompt prefix shared by every row (the optimizer's fixed template)
+  are computed once, kept, and copied into each batch instead of recomputed for every prompt;
+- a decode step attends with the query heads grouped onto their key/value head, so no copy
+  of the cache is made for grouped-query attention.
+
+It reads the weights of the transformers model in place (no copy), so it follows the model's
+device and dtype. Only plain Llama-style blocks qualify (see :func:`lean_supported`); anything
+else keeps the transformers forward.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+#: Architectures whose decoder block is exactly: RMSNorm, q/k/v projections (optional bias),
+#: rotary embedding, attention, o projection, RMSNorm, SiLU-gated MLP.
+LEAN_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2"})
+
+
+def lean_supported(model: Any) -> bool:
+    config = getattr(model, "config", None)
+    if getattr(config, "model_type", None) not in LEAN_MODEL_TYPES:
+        return False
+    if getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True):
+        return False
+    core = getattr(model, "model", None)
+    return (
+        getattr(config, "hidden_act", None) == "silu"
+        and not getattr(config, "mlp_bias", False)
+        and getattr(config, "pretraining_tp", 1) == 1
+        and core is not None
+        and hasattr(core, "rotary_emb")
+        and hasattr(model, "lm_head")
+    )
+
+
+class KVBuffers:
+    """Per-layer key/value tensors of shape ``[batch, kv_heads, slots, head_dim]``, filled in place.
+
+    ``length`` is the next slot to write. A slot is a storage column, not a position: each row's
+    positions and which slots it may attend to are tracked by the decoder, so rows of different
+    lengths (and rows that join later) share one buffer. Unwritten slots are zeros, so a masked
+    slot can never bring a NaN into attention.
+    """
+
+    def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor], length: int = 0) -> None:
+        self.keys, self.values, self.length = keys, values, length
+
+    @property
+    def capacity(self) -> int:
+        return self.keys[0].shape[2]
+
+    @property
+    def batch(self) -> int:
+        return self.keys[0].shape[0]
+
+    def rows_from(self, start: int) -> KVBuffers:
+        """A view of rows ``start:`` (writes go to this buffer), for prefilling rows that just joined."""
+        return KVBuffers([k[start:] for k in self.keys], [v[start:] for v in self.values], self.length)
+
+    def select_rows(self, index: torch.Tensor) -> None:
+        self.keys = [k.index_select(0, index) for k in self.keys]
+        self.values = [v.index_select(0, index) for v in self.values]
+
+    def add_rows(self, n: int) -> None:
+        import torch
+
+        self.keys = [torch.cat([k, k.new_zeros((n, *k.shape[1:]))]) for k in self.keys]
+        self.values = [torch.cat([v, v.new_zeros((n, *v.shape[1:]))]) for v in self.values]
+
+    def select_slots(self, index: torch.Tensor) -> None:
+        """Keep only the slots in ``index`` (in order), packing them to the left."""
+        import torch
+
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            out = t.new_zeros(t.shape)
+            out[:, :, : len(index)] = t.index_select(2, index)
+            return out
+
+        self.keys = [pack(k) for k in self.keys]
+        self.values = [pack(v) for v in self.values]
+        self.length = len(index)
+
+    def grow(self, capacity: int) -> None:
+        import torch
+
+        extra = capacity - self.capacity
+        if extra > 0:
+            shape = (self.batch, self.keys[0].shape[1], extra, self.keys[0].shape[3])
+            self.keys = [torch.cat([k, k.new_zeros(shape)], dim=2) for k in self.keys]
+            self.values = [torch.cat([v, v.new_zeros(shape)], dim=2) for v in self.values]
+
+
+class LeanLlama:
+    """The decode-time forward of a transformers Llama-family causal LM (inference only)."""
+
+    def __init__(self, model: Any, *, prefix_cache_size: int = 8) -> None:
+        if not lean_supported(model):
+            raise ValueError(f"LeanLlama does not support model type {getattr(model.config, 'model_type', None)!r}")
+        config = model.config
+        self.model = model
+        self.n_heads = config.num_attention_heads
+        self.n_kv = getattr(config, "num_key_value_heads", None) or self.n_heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.n_heads
+        self.group = self.n_heads // self.n_kv
+        self.scale = self.head_dim**-0.5
+        self.eps = config.rms_norm_eps
+        self._prefixes: OrderedDict[tuple[int, ...], tuple[list[Any], list[Any]]] = OrderedDict()
+        self._prefix_cache_size = prefix_cache_size
+        self._weights_id = self._weights_signature()
+
+    def _weights_signature(self) -> tuple[Any, ...]:
+        w = self.model.lm_head.weight
+        return (w.data_ptr(), w.dtype, w.device)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.lm_head.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.lm_head.weight.device
+
+    # ----------------------------------------------------------------- caches
+    def new_buffers(self, batch: int, capacity: int) -> KVBuffers:
+        import torch
+
+        shape = (batch, self.n_kv, capacity, self.head_dim)
+        n = len(self.model.model.layers)
+        kw = {"dtype": self.dtype, "device": self.device}
+        return KVBuffers([torch.zeros(shape, **kw) for _ in range(n)], [torch.zeros(shape, **kw) for _ in range(n)])
+
+    def prefix_state(self, prefix: list[int]) -> tuple[list[Any], list[Any]]:
+        """Key/value states of ``prefix`` alone (cached: the template prefix repeats every call)."""
+        import torch
+
+        if self._weights_signature() != self._weights_id:  # the model moved or changed dtype
+            self._prefixes.clear()
+            self._weights_id = self._weights_signature()
+        key = tuple(prefix)
+        if key in self._prefixes:
+            self._prefixes.move_to_end(key)
+            return self._prefixes[key]
+        buffers = self.new_buffers(1, len(prefix))
+        ids = torch.tensor([prefix], device=self.device)
+        positions = torch.arange(len(prefix), device=self.device)[None]
+        self.forward(ids, positions, buffers, _causal_mask(len(prefix), len(prefix), ids.device))
+        state = (buffers.keys, buffers.values)
+        self._prefixes[key] = state
+        while len(self._prefixes) > self._prefix_cache_size:
+            self._prefixes.popitem(last=False)
+        return state
+
+    # ---------------------------------------------------------------- forward
+    def forward(self, ids: torch.Tensor, positions: torch.Tensor, kv: KVBuffers, mask: torch.Tensor) -> torch.Tensor:
+        """Run ``ids`` (``[B, T]``) through the model, appending to ``kv``; returns last-position logits.
+
+        ``mask`` is boolean, ``[B, 1, T, kv.length + T]`` (True: may attend).
+        """
+        import torch.nn.functional as F
+
+        core = self.model.model
+        x = core.embed_tokens(ids)
+        cos, sin = core.rotary_emb(x, positions)
+        cos, sin = cos[:, None], sin[:, None]
+        batch, steps = ids.shape
+        start, end = kv.length, kv.length + steps
+        single = steps == 1 and self.group > 1
+        for i, layer in enumerate(core.layers):
+            attn, mlp = layer.self_attn, layer.mlp
+            h = self._norm(x, layer.input_layernorm)
+            q = attn.q_proj(h).view(batch, steps, self.n_heads, self.head_dim).transpose(1, 2)
+            k = attn.k_proj(h).view(batch, steps, self.n_kv, self.head_dim).transpose(1, 2)
+            v = attn.v_proj(h).view(batch, steps, self.n_kv, self.head_dim).transpose(1, 2)
+            q = q * cos + _rotate_half(q) * sin
+            k = k * cos + _rotate_half(k) * sin
+            kv.keys[i][:, :, start:end] = k
+            kv.values[i][:, :, start:end] = v
+            keys, values = kv.keys[i][:, :, :end], kv.values[i][:, :, :end]
+            if single:  # query heads grouped on their key/value head: no copy of the cache
+                out = F.scaled_dot_product_attention(
+                    q.reshape(batch, self.n_kv, self.group, self.head_dim), keys, values, attn_mask=mask, scale=self.scale
+                ).reshape(batch, self.n_heads, 1, self.head_dim)
+            else:
+                if self.group > 1:
+                    keys = keys.repeat_interleave(self.group, dim=1)
+                    values = values.repeat_interleave(self.group, dim=1)
+                out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=self.scale)
+            x = x + attn.o_proj(out.transpose(1, 2).reshape(batch, steps, -1))
+            h = self._norm(x, layer.post_attention_layernorm)
+            x = x + mlp.down_proj(F.silu(mlp.gate_proj(h)) * mlp.up_proj(h))
+        kv.length = end
+        return self.model.lm_head(self._norm(x[:, -1], core.norm))
+
+    def _norm(self, x: torch.Tensor, norm: Any) -> torch.Tensor:
+        # Same arithmetic as transformers' LlamaRMSNorm (variance in float32), so results match.
+        import torch
+
+        dtype = x.dtype
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return norm.weight * h.to(dtype)
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    import torch
+
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def _causal_mask(steps: int, length: int, device: Any) -> torch.Tensor:
+    """``[1, 1, steps, length]``: query j (at absolute position length - steps + j) sees keys <= itself."""
+    import torch
+
+    q = torch.arange(length - steps, length, device=device)[:, None]
+    return (torch.arange(length, device=device)[None, :] <= q)[None, None]
