@@ -1,8 +1,9 @@
 """Decode tokens/s at batch 1 next to the memory-bandwidth roofline.
 
-Measures our engine's greedy loop (bpo_core.backends.decode), and prints model.generate's speed
-next to it. Each decoded token reads every weight once, so tokens/s <= bandwidth / model bytes. Bandwidth is
-measured here with a large tensor copy. Usage: python benchmarks/roofline.py
+Measures our engine's greedy loop (bpo_core.backends.continuous on the lean forward) and prints
+model.generate's speed next to it. Each decoded token reads every weight once, so tokens/s <=
+bandwidth / model bytes. Bandwidth is measured here with a large tensor copy. Everything runs on
+the engine thread, as the optimizer's own work does. Usage: python benchmarks/roofline.py
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import time
 
 from _common import machine_line
 
+from bpo_core.backends.engine_thread import run_on_engine
 from bpo_core.default_model import shared_default_backend
 
 
@@ -28,18 +30,20 @@ def copy_bandwidth_gbs(mb: int = 512, repeats: int = 5) -> float:
 
 
 def decode_tokens_per_s(backend, n_tokens: int = 64, engine: bool = True) -> float:
-    """Batch-1 decode speed of our engine's greedy loop (or of ``model.generate`` for comparison)."""
+    """Batch-1 decode speed of our engine (the lean forward's greedy loop), or of ``model.generate``."""
     import torch
 
-    from bpo_core.backends.decode import greedy_decode
+    from bpo_core.backends.continuous import continuous_greedy
+    from bpo_core.backends.lean_llama import LeanLlama
 
     tok, model = backend.tokenizer, backend.model
     ids = tok("Write a short story about a lighthouse keeper.", return_tensors="pt")
     with torch.inference_mode():
         if engine:
-            greedy_decode(model, ids["input_ids"], ids["attention_mask"], max_new_tokens=4, eos_ids=[])  # warm-up
+            lean, seq = LeanLlama(model), ids["input_ids"][0].tolist()
+            continuous_greedy(lean, [seq], max_new_tokens=4, eos_ids=[])  # warm-up
             start = time.perf_counter()
-            rows = greedy_decode(model, ids["input_ids"], ids["attention_mask"], max_new_tokens=n_tokens, eos_ids=[])
+            rows = continuous_greedy(lean, [seq], max_new_tokens=n_tokens, eos_ids=[])
             return len(rows[0]) / (time.perf_counter() - start)
         model.generate(**ids, max_new_tokens=4, do_sample=False, pad_token_id=tok.eos_token_id)  # warm-up
         start = time.perf_counter()
@@ -53,9 +57,10 @@ def decode_tokens_per_s(backend, n_tokens: int = 64, engine: bool = True) -> flo
 def main() -> None:
     backend = shared_default_backend()
     params = sum(p.numel() * p.element_size() for p in backend.model.parameters())
-    bandwidth = copy_bandwidth_gbs()
-    tps = decode_tokens_per_s(backend)
-    tps_generate = decode_tokens_per_s(backend, engine=False)
+    bandwidth = run_on_engine(copy_bandwidth_gbs)
+    # On the engine thread, where the optimizer's own work runs (see engine_thread.py).
+    tps = run_on_engine(decode_tokens_per_s, backend)
+    tps_generate = run_on_engine(decode_tokens_per_s, backend, engine=False)
     roofline = bandwidth * 1e9 / params
     print(machine_line())
     print(f"model_bytes={params / 1e6:.0f}MB copy_bandwidth={bandwidth:.1f}GB/s roofline_tokens_s={roofline:.1f}")

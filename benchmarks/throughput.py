@@ -1,7 +1,10 @@
 """Reference loop (the authors' infer_example.py: one generate per prompt) vs our batched engine.
 
-Same model (embedded default), greedy, same max_new_tokens, same prompts, one process.
-Usage: python benchmarks/throughput.py [--n 64] [--max-new-tokens 48] [--batch-size 16]
+Same model (embedded default), greedy, same max_new_tokens, same prompts, one process. The
+reference runs in float32; our engine runs in each --dtypes setting (bfloat16 only pays on CPUs
+with AMX or on GPUs), and the rewrites of each setting are compared with float32's.
+Usage: python benchmarks/throughput.py [--n 64] [--max-new-tokens 48] [--batch-size 32]
+       [--dtypes float32,bfloat16]
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import time
 from _common import machine_line, test_prompts
 
 from bpo_core import BPOOptimizer
+from bpo_core.backends.engine_thread import run_on_engine
 from bpo_core.default_model import shared_default_backend
 
 
@@ -33,27 +37,44 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=64)
     ap.add_argument("--max-new-tokens", type=int, default=48)
-    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--batch-size", type=int, default=32, help="rows decoding at once in our engine")
+    ap.add_argument("--dtypes", default="float32,bfloat16")
     args = ap.parse_args()
     prompts = test_prompts(args.n)
-    backend = shared_default_backend()
-    backend.max_batch_size = args.batch_size
-    # Engine only: whole prompts (no context protection), no cache, so both sides do the same work.
-    ours = BPOOptimizer(backend, max_new_tokens=args.max_new_tokens, cache=False, protect_context=False, max_input_tokens=4096)
-    ours.optimize_batch(prompts[:2])  # warm-up
+    dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
 
+    def engine(dtype: str) -> BPOOptimizer:
+        backend = shared_default_backend(dtype=dtype)
+        backend.max_batch_size = args.batch_size
+        # Engine only: whole prompts (no context protection), no cache, so both sides do the same work.
+        opt = BPOOptimizer(backend, max_new_tokens=args.max_new_tokens, cache=False, protect_context=False, max_input_tokens=4096)
+        opt.optimize_batch(prompts[:2])  # warm-up
+        return opt
+
+    reference = shared_default_backend(dtype="float32")
+    fmt = engine("float32").fmt
     start = time.perf_counter()
-    _, ref_tokens = reference_loop(backend, ours.fmt, prompts, args.max_new_tokens)
+    # On the engine thread, like our engine's work: one OpenMP team for both (see engine_thread.py).
+    _, ref_tokens = run_on_engine(reference_loop, reference, fmt, prompts, args.max_new_tokens)
     ref_s = time.perf_counter() - start
-    start = time.perf_counter()
-    ours.optimize_batch(prompts)
-    ours_s = time.perf_counter() - start
+    timings, outputs = {}, {}
+    for dtype in dtypes:
+        opt = engine(dtype)
+        start = time.perf_counter()
+        outputs[dtype] = opt.optimize_batch(prompts)
+        timings[dtype] = time.perf_counter() - start
 
     print(machine_line())
     print(f"prompts={len(prompts)} max_new_tokens={args.max_new_tokens} batch_size={args.batch_size}")
-    print(f"reference_loop_s={ref_s:.1f} ({len(prompts) / ref_s:.2f} prompts/s, {ref_tokens / ref_s:.1f} new tokens/s)")
-    print(f"batched_engine_s={ours_s:.1f} ({len(prompts) / ours_s:.2f} prompts/s)")
-    print(f"speedup_vs_reference={ref_s / ours_s:.2f}")
+    print(f"reference_loop_s={ref_s:.1f} (float32, {len(prompts) / ref_s:.2f} prompts/s, {ref_tokens / ref_s:.1f} new tokens/s)")
+    for dtype in dtypes:
+        same = ""
+        if dtype != "float32" and "float32" in outputs:
+            same = f", rewrites identical to float32: {sum(a == b for a, b in zip(outputs[dtype], outputs['float32']))}/{len(prompts)}"
+        print(f"engine_{dtype}_s={timings[dtype]:.1f} ({len(prompts) / timings[dtype]:.2f} prompts/s{same}) "
+              f"speedup_vs_reference_{dtype}={ref_s / timings[dtype]:.2f}")
+    best = min(timings, key=timings.get)
+    print(f"speedup_vs_reference={ref_s / timings[best]:.2f} (dtype={best})")
 
 
 if __name__ == "__main__":

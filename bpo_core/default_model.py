@@ -29,8 +29,15 @@ def load_default_backend(
     ``dtype``: ``None``/``"auto"`` is float32 on a CPU (see ``resolve_dtype``); ``"bfloat16"``
     roughly halves the time of batched rewriting on CPUs with AMX (Intel Sapphire Rapids and
     later), at the cost of slightly different rewrites for some prompts and slightly slower
-    single calls; see the README's performance section.
+    single calls; see the README's performance section. Loading runs on the engine thread
+    (see ``bpo_core.backends.engine_thread``).
     """
+    from bpo_core.backends.engine_thread import run_on_engine
+
+    return run_on_engine(_load, device=device, num_threads=num_threads, adapter=adapter, dtype=dtype)
+
+
+def _load(*, device: str | None, num_threads: int | None, adapter: bool, dtype: Any) -> HFBackend:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

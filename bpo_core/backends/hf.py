@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from bpo_core.backends.continuous import continuous_greedy
 from bpo_core.backends.decode import greedy_decode, supports
+from bpo_core.backends.engine_thread import run_on_engine
 from bpo_core.backends.lean_llama import LeanLlama, lean_supported
 from bpo_core.errors import GenerationError, ModelLoadError
 from bpo_core.formats import PromptFormat
@@ -115,8 +116,37 @@ class HFBackend:
 
         A folder holding a PEFT adapter (``adapter_config.json``) is accepted as ``name_or_path``:
         its base model is loaded and the adapter merged in. Only safetensors weights are read
-        unless ``allow_pickle=True``.
+        unless ``allow_pickle=True``. Loading runs on the engine thread (see engine_thread.py).
         """
+        return run_on_engine(
+            cls._load,
+            name_or_path,
+            device=device,
+            dtype=dtype,
+            trust_remote_code=trust_remote_code,
+            allow_pickle=allow_pickle,
+            revision=revision,
+            adapter=adapter,
+            max_batch_size=max_batch_size,
+            num_threads=num_threads,
+            name=name,
+        )
+
+    @classmethod
+    def _load(
+        cls,
+        name_or_path: str | os.PathLike[str],
+        *,
+        device: str | None,
+        dtype: Any,
+        trust_remote_code: bool,
+        allow_pickle: bool,
+        revision: str | None,
+        adapter: str | os.PathLike[str] | None,
+        max_batch_size: int,
+        num_threads: int | None,
+        name: str | None,
+    ) -> HFBackend:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         path = str(name_or_path)
@@ -155,6 +185,9 @@ class HFBackend:
     def generate(self, prompts: list[str], fmt: PromptFormat, settings: GenerationSettings) -> list[str]:
         if not prompts:
             return []
+        return run_on_engine(self._generate, prompts, fmt, settings)
+
+    def _generate(self, prompts: list[str], fmt: PromptFormat, settings: GenerationSettings) -> list[str]:
         with self._lock:
             try:
                 encoded = [fmt.encode(p, self.tokenizer) for p in prompts]
