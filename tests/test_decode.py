@@ -133,3 +133,95 @@ def test_bfloat16_embedded_model_loads_and_rewrites():
     assert bf16.model.dtype == torch.bfloat16 and bf16.name.endswith("[bfloat16]")  # own cache keys
     out = BPOOptimizer(bf16, max_new_tokens=24, cache=False).rewrite_batch(PROMPTS[:3])
     assert all(r.optimized.strip() for r in out)
+
+
+def _fresh_engine(backend, **kwargs):
+    from bpo_core.backends.continuous import ContinuousEngine
+
+    return ContinuousEngine(LeanLlama(backend.model), eos_ids=[backend.tokenizer.eos_token_id], **kwargs)
+
+
+def _wait_for(predicate, timeout=60.0):
+    import time
+
+    end = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.005)
+
+
+def test_a_call_made_during_another_joins_its_batch(backend):
+    import threading
+
+    import torch
+
+    fmt = BPOOptimizer(backend).fmt
+    first_seqs = [fmt.encode(p, backend.tokenizer) for p in MORE[:2]]
+    second_seqs = [fmt.encode(p, backend.tokenizer) for p in MORE[2:5]]
+    with torch.inference_mode():
+        alone_first = continuous_greedy(LeanLlama(backend.model), first_seqs, max_new_tokens=48, eos_ids=[2])
+        alone_second = continuous_greedy(LeanLlama(backend.model), second_seqs, max_new_tokens=16, eos_ids=[2])
+    assert max(len(r) for r in alone_first) >= 8  # long enough for the second call to arrive mid-way
+    engine = _fresh_engine(backend)
+    got = {}
+    first = threading.Thread(target=lambda: got.update(first=engine.generate(first_seqs, max_new_tokens=48)))
+    first.start()
+    _wait_for(lambda: engine.steps >= 2)
+    got["second"] = engine.generate(second_seqs, max_new_tokens=16)
+    first.join()
+    assert engine.peak_rows == 5  # 2 + 3: the second call decoded in the first one's batch
+    assert got["first"] == alone_first and got["second"] == alone_second
+
+
+def test_engine_errors_reach_every_caller_and_the_engine_recovers(backend, monkeypatch):
+    import threading
+
+    engine = _fresh_engine(backend)
+    fmt = BPOOptimizer(backend).fmt
+    seqs = [fmt.encode(p, backend.tokenizer) for p in MORE[:3]]
+    calls = {"n": 0}
+    forward = LeanLlama.forward
+
+    def flaky(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("device fell over")
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(LeanLlama, "forward", flaky)
+    errors = []
+
+    def call():
+        try:
+            engine.generate(seqs, max_new_tokens=20)
+        except RuntimeError as exc:
+            errors.append(str(exc))
+
+    threads = [threading.Thread(target=call) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == ["device fell over"] * 2
+    assert len(engine.generate(seqs, max_new_tokens=5)) == 3  # a later call starts afresh
+
+
+def test_queued_engine_work_is_not_starved_by_a_stream_of_greedy_calls(backend):
+    import threading
+
+    from bpo_core.backends.engine_thread import submit
+
+    engine = _fresh_engine(backend)
+    engine.eos = set()
+    seq = backend.tokenizer(MORE[0])["input_ids"]
+    order = []
+    first = threading.Thread(target=lambda: (engine.generate([seq], max_new_tokens=40), order.append("first")))
+    first.start()
+    _wait_for(lambda: engine.steps >= 1)
+    other = submit(lambda: order.append("other work"))
+    later = threading.Thread(target=lambda: (engine.generate([seq], max_new_tokens=2), order.append("later call")))
+    later.start()
+    other.result(timeout=120)
+    first.join()
+    later.join()
+    assert order == ["first", "other work", "later call"]

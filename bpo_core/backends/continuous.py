@@ -3,22 +3,28 @@
 Rewrites vary in length (most BPO rewrites end after 10-30 tokens, a few run to the limit). With
 fixed batches, a batch runs as long as its longest row, and the last steps carry one or two rows
 while the weights are still read in full. Here rows leave the batch when they finish and waiting
-prompts join it, so the batch stays full until the queue is empty.
+prompts join it, so the batch stays full while there is work. :class:`ContinuousEngine` does
+this across calls too: a call made while another is generating joins the running batch at the
+next step instead of waiting for it to end (concurrent LangChain/LlamaIndex calls, micro-batches,
+``bpo serve`` requests).
 
 Layout: all rows share one key/value buffer whose columns ("slots") are storage, not positions.
 Slots ``[0, prefix)`` hold the template prefix shared by every row (computed once, see
 ``LeanLlama.prefix_state``). A joining group of prompts is right-aligned so that its last prompt
 token sits just before the next slot to write; each row keeps its own positions and its own mask
-of slots it may attend to. Slots no running row uses any more are squeezed out when the buffer
-fills up.
+of slots it may attend to. Slots no row uses any more are squeezed out when the buffer fills up.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from collections.abc import Collection
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
+
+from bpo_core.backends import engine_thread
 
 if TYPE_CHECKING:
     from bpo_core.backends.lean_llama import LeanLlama
@@ -40,82 +46,223 @@ def continuous_greedy(
     The first ``prefix_length`` tokens must be shared by all sequences, and each sequence needs
     at least one token after them. At most ``max_batch_size`` rows decode at once. With
     ``max_time``, rows still unfinished when time runs out keep what they have (possibly nothing).
+    Runs on the calling thread; see :class:`ContinuousEngine` for calls that share steps.
     """
-    if max_batch_size < 1:
-        raise ValueError("max_batch_size must be >= 1")
-    if not sequences or max_new_tokens <= 0:
-        return [[] for _ in sequences]
-    prefix = sequences[0][:prefix_length]
-    if any(seq[:prefix_length] != prefix or len(seq) <= prefix_length for seq in sequences):
-        raise ValueError("prefix_length must cover a prefix shared by every sequence and leave each one a token")
-    return _Scheduler(lean, sequences, prefix, max_new_tokens, set(eos_ids), max_batch_size, pad_id, max_time).run()
+    request = _Request(sequences, prefix_length, max_new_tokens, max_time)
+    if request.finished():
+        return request.results
+    scheduler = _Scheduler(lean, request.prefix, max_batch_size, pad_id, set(eos_ids))
+    scheduler.add(request)
+    while not scheduler.idle:
+        scheduler.iterate()
+    return request.results
 
 
-class _Scheduler:
+class ContinuousEngine:
+    """Greedy generation whose concurrent calls share decode steps.
+
+    ``generate`` may be called from any number of threads. The decoding loop runs on the engine
+    thread (``engine_thread``), or on the calling thread when that is off; calls made while it
+    runs join its batch. Calls whose prompts start with a different shared prefix wait for the
+    running batch to drain, then start their own. Other engine-thread work (sampling, loading)
+    is not starved: when some is queued, the loop stops taking new calls, finishes its rows and
+    lets it run first.
+    """
+
     def __init__(
         self,
         lean: LeanLlama,
-        sequences: list[list[int]],
-        prefix: list[int],
-        max_new_tokens: int,
-        eos: set[int],
-        max_batch_size: int,
-        pad_id: int,
-        max_time: float | None,
+        *,
+        eos_ids: Collection[int],
+        pad_id: int = 0,
+        max_batch_size: int = 32,
+        model_lock: AbstractContextManager[Any] | None = None,
     ) -> None:
+        if max_batch_size < 1:
+            raise ValueError("max_batch_size must be >= 1")
+        self.lean, self.eos, self.pad_id, self.max_batch_size = lean, set(eos_ids), pad_id, max_batch_size
+        self._model_lock = model_lock or nullcontext()
+        self._state = threading.Lock()
+        self._pending: list[_Request] = []
+        self._running = False  # a drain loop is scheduled or running
+        #: Decode steps run and the most rows any step carried (for tests and benchmarks).
+        self.steps = 0
+        self.peak_rows = 0
+
+    def generate(
+        self, sequences: list[list[int]], *, prefix_length: int = 0, max_new_tokens: int, max_time: float | None = None
+    ) -> list[list[int]]:
+        """Like :func:`continuous_greedy`, sharing steps with concurrent calls."""
+        request = _Request(sequences, prefix_length, max_new_tokens, max_time)
+        if request.finished():
+            return request.results
+        with self._state:
+            self._pending.append(request)
+            start, self._running = not self._running, True
+        if start and engine_thread.enabled() and not engine_thread.on_engine_thread():
+            engine_thread.submit(self._drain)
+        elif start or engine_thread.on_engine_thread():
+            # On this thread: no engine thread, or we are on it (a queued drain could not run
+            # while we wait, so run it here; the queued one will find nothing left to do).
+            self._drain()
+        request.done.wait()
+        if request.error is not None:
+            raise request.error
+        return request.results
+
+    def _drain(self) -> None:
+        scheduler: _Scheduler | None = None
+        try:
+            while True:
+                if engine_thread.stopping():
+                    raise RuntimeError("the process is exiting; generation stopped")
+                yielding = engine_thread.on_engine_thread() and engine_thread.jobs_waiting()
+                with self._state:
+                    if scheduler is None or scheduler.idle:
+                        if not self._pending:
+                            self._running = False
+                            return
+                        if scheduler is not None and yielding:  # let queued engine work run, then resume
+                            engine_thread.submit(self._drain)
+                            return
+                        scheduler = _Scheduler(self.lean, self._pending[0].prefix, self.max_batch_size, self.pad_id, self.eos)
+                    joining = [] if yielding else [r for r in self._pending if r.prefix == scheduler.prefix]
+                    self._pending = [r for r in self._pending if r not in joining]
+                for request in joining:
+                    scheduler.add(request)
+                with self._model_lock:
+                    scheduler.iterate()
+                self.steps += 1
+                self.peak_rows = max(self.peak_rows, scheduler.kv.batch)
+        except BaseException as exc:  # every waiting caller hears about it; later calls start afresh
+            with self._state:
+                failed = self._pending + (scheduler.requests() if scheduler is not None else [])
+                self._pending, self._running = [], False
+            for request in failed:
+                request.fail(exc)
+            if not isinstance(exc, Exception):
+                raise
+
+
+class _Request:
+    """One call's rows: their results, limits, and a flag its caller waits on."""
+
+    def __init__(self, sequences: list[list[int]], prefix_length: int, max_new_tokens: int, max_time: float | None) -> None:
+        self.prefix = tuple(sequences[0][:prefix_length]) if sequences else ()
+        if any(tuple(s[:prefix_length]) != self.prefix or len(s) <= prefix_length for s in sequences):
+            raise ValueError("prefix_length must cover a prefix shared by every sequence and leave each one a token")
+        self.sequences = sequences
+        self.max_new_tokens = max_new_tokens
+        self.deadline = None if max_time is None else time.monotonic() + max_time
+        self.results: list[list[int]] = [[] for _ in sequences]
+        self.open = len(sequences) if max_new_tokens > 0 else 0
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+        if not self.open:
+            self.done.set()
+
+    def finished(self) -> bool:
+        return self.done.is_set()
+
+    def expired(self, now: float) -> bool:
+        return self.deadline is not None and now > self.deadline
+
+    def close_row(self) -> None:
+        self.open -= 1
+        if self.open == 0:
+            self.done.set()
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.done.is_set():
+            self.error = exc
+            self.done.set()
+
+
+class _Scheduler:
+    """One batch session: rows of requests sharing one prefix, decoding together."""
+
+    def __init__(self, lean: LeanLlama, prefix: tuple[int, ...], max_batch_size: int, pad_id: int, eos: set[int]) -> None:
         import torch
 
-        self.lean, self.sequences, self.prefix = lean, sequences, prefix
-        self.max_new_tokens, self.eos, self.max_batch, self.pad_id = max_new_tokens, eos, max_batch_size, pad_id
-        self.deadline = None if max_time is None else time.monotonic() + max_time
+        if max_batch_size < 1:
+            raise ValueError("max_batch_size must be >= 1")
+        self.lean, self.prefix, self.max_batch, self.pad_id, self.eos = lean, prefix, max_batch_size, pad_id, eos
         self.device = lean.device
-        self.results: list[list[int]] = [[] for _ in sequences]
-        self.waiting = deque(sorted(range(len(sequences)), key=lambda i: len(sequences[i])))
-        widest = max(len(s) for s in sequences) - len(prefix)
-        self.kv = lean.new_buffers(0, len(prefix) + widest + max_new_tokens)
+        self.waiting: deque[tuple[_Request, int]] = deque()
+        self.kv = lean.new_buffers(0, len(prefix) + 64)
         self.kv.length = len(prefix)
         self.valid = torch.zeros((0, self.kv.capacity), dtype=torch.bool, device=self.device)
         self.positions = torch.zeros((0, 1), dtype=torch.long, device=self.device)
-        self.rows: list[int] = []  # the sequence each buffer row decodes
+        self.rows: list[tuple[_Request, int]] = []  # the (request, sequence) each buffer row decodes
         self.running: list[bool] = []  # finished rows stay in the buffer until the next compaction
+        self.logits: Any = None  # next-token logits of the buffer rows
         # Joining costs a prefill pass; let a few rows free up before paying it.
         self.join_at = max(1, max_batch_size // 4)
 
-    def run(self) -> list[list[int]]:
+    @property
+    def idle(self) -> bool:
+        return not self.waiting and not any(self.running)
+
+    def requests(self) -> list[_Request]:
+        return list({id(r): r for r, _ in [*self.rows, *self.waiting]}.values())
+
+    def add(self, request: _Request) -> None:
+        order = sorted(range(len(request.sequences)), key=lambda i: len(request.sequences[i]))
+        self.waiting.extend((request, i) for i in order)
+
+    def iterate(self) -> None:
+        """Take the tokens of the last step, let rows leave and join, and run one step."""
         import torch
 
-        logits: Any = None
-        while True:
-            tokens = self._take(logits) if self.rows else None
-            alive = sum(self.running)
-            if (self.deadline is not None and time.monotonic() > self.deadline) or not (alive or self.waiting):
-                return self.results
-            free = self.max_batch - alive
-            join = bool(self.waiting) and free >= min(self.join_at, len(self.waiting))
-            finished = len(self.rows) - alive
-            if finished and (join or finished * 4 >= len(self.rows)):
-                tokens = self._compact(tokens)
-            parts = []
-            if self.rows:
-                parts.append(self._step(tokens))
-            if join:
-                parts.append(self._join([self.waiting.popleft() for _ in range(min(free, len(self.waiting)))]))
-            logits = torch.cat(parts) if len(parts) > 1 else parts[0]
+        tokens = self._take() if self.rows else None
+        self._drop_expired_waiting()
+        alive = sum(self.running)
+        if not alive and not self.waiting:
+            return
+        free = self.max_batch - alive
+        join = bool(self.waiting) and free >= min(self.join_at, len(self.waiting))
+        finished = len(self.rows) - alive
+        if finished and (join or finished * 4 >= len(self.rows)):
+            tokens = self._compact(tokens)
+        parts = []
+        if self.rows:
+            parts.append(self._step(tokens))
+        if join:
+            parts.append(self._join([self.waiting.popleft() for _ in range(min(free, len(self.waiting)))]))
+        self.logits = torch.cat(parts) if len(parts) > 1 else parts[0]
 
-    def _take(self, logits: Any) -> Any:
+    def _take(self) -> Any:
         # max().indices is argmax (first maximum on ties) and much faster than argmax in bfloat16.
-        tokens = logits.max(-1).indices
+        tokens = self.logits.max(-1).indices
+        now = time.monotonic()
         for j, token in enumerate(tokens.tolist()):
             if not self.running[j]:
                 continue
-            if token in self.eos:
-                self.running[j] = False
+            request, i = self.rows[j]
+            if token in self.eos or request.expired(now):
+                self._close(j)
                 continue
-            out = self.results[self.rows[j]]
+            out = request.results[i]
             out.append(token)
-            if len(out) >= self.max_new_tokens:
-                self.running[j] = False
+            if len(out) >= request.max_new_tokens:
+                self._close(j)
         return tokens
+
+    def _close(self, j: int) -> None:
+        self.running[j] = False
+        self.rows[j][0].close_row()
+
+    def _drop_expired_waiting(self) -> None:
+        if not self.waiting:
+            return
+        now = time.monotonic()
+        keep = deque()
+        for request, i in self.waiting:
+            if request.expired(now):
+                request.close_row()
+            else:
+                keep.append((request, i))
+        self.waiting = keep
 
     def _compact(self, tokens: Any) -> Any:
         import torch
@@ -137,12 +284,12 @@ class _Scheduler:
         self.positions = self.positions + 1
         return logits
 
-    def _join(self, group: list[int]) -> Any:
+    def _join(self, group: list[tuple[_Request, int]]) -> Any:
         """Prefill ``group`` into new buffer rows; returns their next-token logits."""
         import torch
 
         p = len(self.prefix)
-        rests = [self.sequences[i][p:] for i in group]
+        rests = [request.sequences[i][p:] for request, i in group]
         width = max(len(r) for r in rests)
         end = self._reserve(0, p + width)
         first = self.kv.batch
@@ -154,7 +301,7 @@ class _Scheduler:
             ids[g, width - len(rest) :] = torch.tensor(rest, dtype=torch.long)
             valid[g, end - len(rest) : end] = True
         if p:
-            keys, values = self.lean.prefix_state(self.prefix)
+            keys, values = self.lean.prefix_state(list(self.prefix))
             for layer in range(len(keys)):
                 self.kv.keys[layer][first:, :, :p] = keys[layer]
                 self.kv.values[layer][first:, :, :p] = values[layer]
@@ -186,7 +333,7 @@ class _Scheduler:
         if end > self.kv.capacity:
             import torch
 
-            capacity = end + self.max_new_tokens
+            capacity = end + 64
             extra = capacity - self.kv.capacity
             self.kv.grow(capacity)
             self.valid = torch.cat([self.valid, self.valid.new_zeros((self.valid.shape[0], extra))], dim=1)

@@ -9,10 +9,14 @@ the micro-batching worker and the caller had both generated), for as long as the
 So whichever thread asks (the caller, the micro-batching worker, ``asyncio.to_thread``, a
 server's workers), model loading and generation run here, one call at a time, in order. Set
 ``BPO_ENGINE_THREAD=0`` to run them on the calling thread instead.
+
+At interpreter exit the thread is stopped before Python tears down: a daemon thread still inside
+a torch call when that happens takes the whole process down with ``std::terminate``.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import queue
 import threading
@@ -27,8 +31,18 @@ _thread: threading.Thread | None = None
 _jobs: queue.SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = queue.SimpleQueue()
 
 
+_stopping = False
+
+
 def enabled() -> bool:
+    if _stopping:  # exiting: whatever still runs, runs on its caller's thread
+        return False
     return os.environ.get("BPO_ENGINE_THREAD", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def stopping() -> bool:
+    """Whether the process is exiting (long-running jobs should wind up)."""
+    return _stopping
 
 
 def on_engine_thread() -> bool:
@@ -39,10 +53,20 @@ def run_on_engine(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     """Call ``fn(*args, **kwargs)`` on the engine thread and return its result (or raise its error)."""
     if on_engine_thread() or not enabled():
         return fn(*args, **kwargs)
+    return submit(fn, *args, **kwargs).result()
+
+
+def submit(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+    """Queue ``fn(*args, **kwargs)`` for the engine thread without waiting for it."""
     future: Future[T] = Future()
     _ensure_started()
     _jobs.put((future, fn, args, kwargs))
-    return future.result()
+    return future
+
+
+def jobs_waiting() -> bool:
+    """Whether other work is queued for the engine thread (long jobs use this to take turns)."""
+    return not _jobs.empty()
 
 
 def _ensure_started() -> None:
@@ -63,3 +87,18 @@ def _serve() -> None:
             future.set_result(fn(*args, **kwargs))
         except BaseException as exc:  # the caller gets every error; the thread lives on
             future.set_exception(exc)
+
+
+@atexit.register
+def _quiesce(timeout: float = 30.0) -> None:
+    """Let queued and running jobs end (long ones see ``stopping()``) before Python tears down."""
+    global _stopping
+    if _thread is None or not _thread.is_alive():
+        return
+    _stopping = True
+    future: Future[None] = Future()
+    _jobs.put((future, lambda: None, (), {}))  # FIFO: done once everything before it is
+    try:
+        future.result(timeout)
+    except Exception:  # a stuck job: nothing more we can do
+        pass

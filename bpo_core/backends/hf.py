@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bpo_core.backends.continuous import continuous_greedy
+from bpo_core.backends.continuous import ContinuousEngine
 from bpo_core.backends.decode import greedy_decode, supports
 from bpo_core.backends.engine_thread import run_on_engine
 from bpo_core.backends.lean_llama import LeanLlama, lean_supported
@@ -89,7 +89,7 @@ class HFBackend:
         self.fast_greedy = supports(model)
         #: ...and run it on the lean Llama forward, sharing the template prefix's KV (lean_llama.py).
         self.lean_forward = lean_supported(model)
-        self._lean: LeanLlama | None = None
+        self._engine: ContinuousEngine | None = None
         self._template_prefixes: dict[Any, list[int]] = {}
         if num_threads is not None:
             import torch
@@ -185,16 +185,19 @@ class HFBackend:
     def generate(self, prompts: list[str], fmt: PromptFormat, settings: GenerationSettings) -> list[str]:
         if not prompts:
             return []
+        if self._plain_greedy(settings) and self.lean_forward:
+            return self._lean_generate(prompts, fmt, settings)
         return run_on_engine(self._generate, prompts, fmt, settings)
+
+    def _encode(self, prompts: list[str], fmt: PromptFormat) -> list[list[int]]:
+        try:
+            return [fmt.encode(p, self.tokenizer) for p in prompts]
+        except Exception as exc:
+            raise GenerationError(f"Could not build the optimizer input: {exc}") from exc
 
     def _generate(self, prompts: list[str], fmt: PromptFormat, settings: GenerationSettings) -> list[str]:
         with self._lock:
-            try:
-                encoded = [fmt.encode(p, self.tokenizer) for p in prompts]
-            except Exception as exc:
-                raise GenerationError(f"Could not build the optimizer input: {exc}") from exc
-            if self._plain_greedy(settings) and self.lean_forward:
-                return self._lean_generate(encoded, settings, self._template_prefix(fmt))
+            encoded = self._encode(prompts, fmt)
             order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
             outputs: list[str] = [""] * len(prompts)
             for start in range(0, len(order), self.max_batch_size):
@@ -240,31 +243,36 @@ class HFBackend:
         new_tokens = out[:, width:]
         return self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
 
-    def _lean_generate(self, ids: list[list[int]], settings: GenerationSettings, template: list[int]) -> list[str]:
-        """Plain greedy on the lean forward, continuously batched (see continuous.py)."""
-        import torch
-
-        if self._lean is None or self._lean.model is not self.model:
-            self._lean = LeanLlama(self.model)
+    def _lean_generate(self, prompts: list[str], fmt: PromptFormat, settings: GenerationSettings) -> list[str]:
+        """Plain greedy on the lean forward; concurrent calls share decode steps (see continuous.py)."""
+        with self._lock:
+            ids = self._encode(prompts, fmt)
+            template = self._template_prefix(fmt)
+            engine = self._continuous_engine()
         # The template's leading tokens are the same for every prompt: share their KV. Each row
         # keeps at least one token of its own so its first logits come from its own prompt.
         shared = len(os.path.commonprefix([template, *ids])) if template else 0
         shared = min(shared, min(len(x) for x in ids) - 1)
         try:
-            with torch.inference_mode():
-                rows = continuous_greedy(
-                    self._lean,
-                    ids,
-                    prefix_length=shared if shared >= MIN_SHARED_PREFIX else 0,
-                    max_new_tokens=settings.max_new_tokens,
-                    eos_ids=[self.tokenizer.eos_token_id],
-                    max_batch_size=self.max_batch_size,
-                    pad_id=self._pad_id,
-                    max_time=settings.max_time,
-                )
+            rows = engine.generate(
+                ids,
+                prefix_length=shared if shared >= MIN_SHARED_PREFIX else 0,
+                max_new_tokens=settings.max_new_tokens,
+                max_time=settings.max_time,
+            )
         except Exception as exc:
             raise GenerationError(f"Generation failed: {exc}") from exc
-        return self.tokenizer.batch_decode(rows, skip_special_tokens=True)
+        with self._lock:
+            return self.tokenizer.batch_decode(rows, skip_special_tokens=True)
+
+    def _continuous_engine(self) -> ContinuousEngine:
+        if self._engine is None or self._engine.lean.model is not self.model:
+            lean = LeanLlama(self.model)
+            self._engine = ContinuousEngine(
+                lean, eos_ids=[self.tokenizer.eos_token_id], pad_id=self._pad_id, model_lock=self._lock
+            )
+        self._engine.max_batch_size = self.max_batch_size
+        return self._engine
 
     def _template_prefix(self, fmt: PromptFormat) -> list[int]:
         """The tokens every prompt of ``fmt`` starts with (two probe prompts' common prefix)."""
