@@ -189,8 +189,8 @@ class _Scheduler:
         self.lean, self.prefix, self.max_batch, self.pad_id, self.eos = lean, prefix, max_batch_size, pad_id, eos
         self.device = lean.device
         self.waiting: deque[tuple[_Request, int]] = deque()
-        self.kv = lean.new_buffers(0, len(prefix) + 64)
-        self.kv.length = len(prefix)
+        self.kv = lean.new_buffers(max_batch_size, len(prefix) + 192)
+        self.kv.batch, self.kv.length = 0, len(prefix)
         self.valid = torch.zeros((0, self.kv.capacity), dtype=torch.bool, device=self.device)
         self.positions = torch.zeros((0, 1), dtype=torch.long, device=self.device)
         self.rows: list[tuple[_Request, int]] = []  # the (request, sequence) each buffer row decodes
@@ -268,11 +268,11 @@ class _Scheduler:
         import torch
 
         keep = [j for j, r in enumerate(self.running) if r]
-        index = torch.tensor(keep, dtype=torch.long, device=self.device)
-        self.kv.select_rows(index)
+        order = self.kv.compact(keep)
+        index = torch.tensor(order, dtype=torch.long, device=self.device)
         self.valid, self.positions = self.valid[index], self.positions[index]
-        self.rows = [self.rows[j] for j in keep]
-        self.running = [True] * len(keep)
+        self.rows = [self.rows[j] for j in order]
+        self.running = [True] * len(order)
         return tokens[index]
 
     def _step(self, tokens: Any) -> Any:

@@ -47,60 +47,98 @@ def lean_supported(model: Any) -> bool:
 
 
 class KVBuffers:
-    """Per-layer key/value tensors of shape ``[batch, kv_heads, slots, head_dim]``, filled in place.
+    """Key/value storage for a batch of rows: per layer ``[rows, kv_heads, slots, head_dim]``.
 
-    ``length`` is the next slot to write. A slot is a storage column, not a position: each row's
-    positions and which slots it may attend to are tracked by the decoder, so rows of different
-    lengths (and rows that join later) share one buffer. Unwritten slots are zeros, so a masked
-    slot can never bring a NaN into attention.
+    The storage is allocated once per batch session: rows join at the end of the active range
+    and leave by having a later row moved into their place, so neither copies the whole cache.
+    (Keeping the storage from one call to the next was measured, and made every call about twice
+    as slow on this 2-core VM as a fresh allocation per call; the cause was not pinned down.)
+    ``length`` is the next slot to write. A slot is a storage column, not a position: the
+    decoder tracks each row's positions and which slots it may attend to, so rows of different
+    lengths (and rows that join later) share one buffer. Slots a row may not attend to can hold
+    anything finite (zeros, or an earlier row's values): they are masked.
     """
 
-    def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor], length: int = 0) -> None:
-        self.keys, self.values, self.length = keys, values, length
+    def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor], length: int = 0, *, start: int = 0, batch: int | None = None) -> None:
+        self.storage_keys, self.storage_values = keys, values
+        self.start = start
+        self.batch = keys[0].shape[0] - start if batch is None else batch
+        self.length = length
 
     @property
     def capacity(self) -> int:
-        return self.keys[0].shape[2]
+        return self.storage_keys[0].shape[2]
 
     @property
-    def batch(self) -> int:
-        return self.keys[0].shape[0]
+    def keys(self) -> list[torch.Tensor]:
+        """Per-layer views of the active rows (writes go to the storage)."""
+        a, b = self.start, self.start + self.batch
+        return [k[a:b] for k in self.storage_keys]
 
-    def rows_from(self, start: int) -> KVBuffers:
-        """A view of rows ``start:`` (writes go to this buffer), for prefilling rows that just joined."""
-        return KVBuffers([k[start:] for k in self.keys], [v[start:] for v in self.values], self.length)
+    @property
+    def values(self) -> list[torch.Tensor]:
+        a, b = self.start, self.start + self.batch
+        return [v[a:b] for v in self.storage_values]
 
-    def select_rows(self, index: torch.Tensor) -> None:
-        self.keys = [k.index_select(0, index) for k in self.keys]
-        self.values = [v.index_select(0, index) for v in self.values]
+    def rows_from(self, first: int) -> KVBuffers:
+        """A view of active rows ``first:`` (writes go to this storage), for prefilling rows that just joined."""
+        return KVBuffers(self.storage_keys, self.storage_values, self.length, start=self.start + first, batch=self.batch - first)
 
     def add_rows(self, n: int) -> None:
+        """Append ``n`` rows to the active range (growing the storage only if it is full)."""
         import torch
 
-        self.keys = [torch.cat([k, k.new_zeros((n, *k.shape[1:]))]) for k in self.keys]
-        self.values = [torch.cat([v, v.new_zeros((n, *v.shape[1:]))]) for v in self.values]
+        need = self.start + self.batch + n
+        if need > self.storage_keys[0].shape[0]:
+            def grow(t: torch.Tensor) -> torch.Tensor:
+                out = t.new_zeros((need, *t.shape[1:]))
+                out[: t.shape[0]] = t
+                return out
+
+            self.storage_keys = [grow(k) for k in self.storage_keys]
+            self.storage_values = [grow(v) for v in self.storage_values]
+        self.batch += n
+
+    def compact(self, keep: list[int]) -> list[int]:
+        """Keep only active rows ``keep`` (ascending); returns the old index now at each position.
+
+        Each kept row past the new end moves into the place of a dropped row before it: a copy of
+        the moved rows only, never of the whole cache.
+        """
+        import torch
+
+        n = len(keep)
+        kept = set(keep)
+        holes = [r for r in range(n) if r not in kept]
+        movers = [j for j in keep if j >= n]
+        order = list(range(n))
+        if holes:
+            src = torch.tensor(movers, device=self.storage_keys[0].device) + self.start
+            dst = torch.tensor(holes, device=self.storage_keys[0].device) + self.start
+            for t in (*self.storage_keys, *self.storage_values):
+                t[dst] = t[src]
+            for h, m in zip(holes, movers):
+                order[h] = m
+        self.batch = n
+        return order
 
     def select_slots(self, index: torch.Tensor) -> None:
         """Keep only the slots in ``index`` (in order), packing them to the left."""
-        import torch
-
-        def pack(t: torch.Tensor) -> torch.Tensor:
-            out = t.new_zeros(t.shape)
-            out[:, :, : len(index)] = t.index_select(2, index)
-            return out
-
-        self.keys = [pack(k) for k in self.keys]
-        self.values = [pack(v) for v in self.values]
+        a, b = self.start, self.start + self.batch
+        for t in (*self.storage_keys, *self.storage_values):
+            t[a:b, :, : len(index)] = t[a:b].index_select(2, index)
         self.length = len(index)
 
     def grow(self, capacity: int) -> None:
-        import torch
-
         extra = capacity - self.capacity
         if extra > 0:
-            shape = (self.batch, self.keys[0].shape[1], extra, self.keys[0].shape[3])
-            self.keys = [torch.cat([k, k.new_zeros(shape)], dim=2) for k in self.keys]
-            self.values = [torch.cat([v, v.new_zeros(shape)], dim=2) for v in self.values]
+            def widen(t: torch.Tensor) -> torch.Tensor:
+                out = t.new_zeros((t.shape[0], t.shape[1], capacity, t.shape[3]))
+                out[:, :, : t.shape[2]] = t
+                return out
+
+            self.storage_keys = [widen(k) for k in self.storage_keys]
+            self.storage_values = [widen(v) for v in self.storage_values]
 
 
 class LeanLlama:
@@ -142,13 +180,16 @@ class LeanLlama:
         kw = {"dtype": self.dtype, "device": self.device}
         return KVBuffers([torch.zeros(shape, **kw) for _ in range(n)], [torch.zeros(shape, **kw) for _ in range(n)])
 
+    def _check_weights(self) -> None:
+        if self._weights_signature() != self._weights_id:  # the model moved or changed dtype
+            self._prefixes.clear()
+            self._weights_id = self._weights_signature()
+
     def prefix_state(self, prefix: list[int]) -> tuple[list[Any], list[Any]]:
         """Key/value states of ``prefix`` alone (cached: the template prefix repeats every call)."""
         import torch
 
-        if self._weights_signature() != self._weights_id:  # the model moved or changed dtype
-            self._prefixes.clear()
-            self._weights_id = self._weights_signature()
+        self._check_weights()
         key = tuple(prefix)
         if key in self._prefixes:
             self._prefixes.move_to_end(key)
@@ -157,7 +198,7 @@ class LeanLlama:
         ids = torch.tensor([prefix], device=self.device)
         positions = torch.arange(len(prefix), device=self.device)[None]
         self.forward(ids, positions, buffers, _causal_mask(len(prefix), len(prefix), ids.device))
-        state = (buffers.keys, buffers.values)
+        state = (buffers.storage_keys, buffers.storage_values)
         self._prefixes[key] = state
         while len(self._prefixes) > self._prefix_cache_size:
             self._prefixes.popitem(last=False)
@@ -177,6 +218,7 @@ class LeanLlama:
         cos, sin = cos[:, None], sin[:, None]
         batch, steps = ids.shape
         start, end = kv.length, kv.length + steps
+        cache_keys, cache_values = kv.keys, kv.values
         single = steps == 1 and self.group > 1
         for i, layer in enumerate(core.layers):
             attn, mlp = layer.self_attn, layer.mlp
@@ -186,9 +228,9 @@ class LeanLlama:
             v = attn.v_proj(h).view(batch, steps, self.n_kv, self.head_dim).transpose(1, 2)
             q = q * cos + _rotate_half(q) * sin
             k = k * cos + _rotate_half(k) * sin
-            kv.keys[i][:, :, start:end] = k
-            kv.values[i][:, :, start:end] = v
-            keys, values = kv.keys[i][:, :, :end], kv.values[i][:, :, :end]
+            cache_keys[i][:, :, start:end] = k
+            cache_values[i][:, :, start:end] = v
+            keys, values = cache_keys[i][:, :, :end], cache_values[i][:, :, :end]
             if single:  # query heads grouped on their key/value head: no copy of the cache
                 out = F.scaled_dot_product_attention(
                     q.reshape(batch, self.n_kv, self.group, self.head_dim), keys, values, attn_mask=mask, scale=self.scale
