@@ -3,6 +3,9 @@
 Callers on many threads or coroutines each submit one prompt; a worker thread waits up to
 ``max_wait_ms`` after the first request (or until ``max_batch_size`` requests) and runs them
 as one batch, grouped by compatible settings. Each caller gets its own result (or exception).
+Batches run on a few threads, so the next batch is formed and started while one is still
+generating: on the local engine it joins the running batch (``ContinuousEngine``); remote
+backends get concurrent requests.
 """
 
 from __future__ import annotations
@@ -29,10 +32,11 @@ class MicroBatcher:
         *,
         max_wait_ms: float = 5.0,
         max_batch_size: int = 16,
+        max_concurrent_batches: int = 4,
         name: str = "bpo-microbatch",
     ) -> None:
-        if max_batch_size < 1 or max_wait_ms < 0:
-            raise ValueError("max_batch_size must be >= 1 and max_wait_ms >= 0")
+        if max_batch_size < 1 or max_wait_ms < 0 or max_concurrent_batches < 1:
+            raise ValueError("max_batch_size and max_concurrent_batches must be >= 1, max_wait_ms >= 0")
         self._run_batch = run_batch
         self.max_wait = max_wait_ms / 1000
         self.max_batch_size = max_batch_size
@@ -40,6 +44,9 @@ class MicroBatcher:
         self._closed = False
         self._lock = threading.Lock()
         self.batches_run = 0
+        self._runners = concurrent.futures.ThreadPoolExecutor(max_concurrent_batches, thread_name_prefix=f"{name}-run")
+        # Bounds the batches in flight: the worker waits for a free runner before forming the next one.
+        self._slots = threading.Semaphore(max_concurrent_batches)
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
         _live.add(self)
@@ -61,12 +68,14 @@ class MicroBatcher:
             self._closed = True
             self._queue.put(_STOP)
         self._thread.join(timeout)
+        self._runners.shutdown(wait=True)
 
     def _loop(self) -> None:
         while True:
             first = self._queue.get()
             if first is _STOP:
                 return
+            self._slots.acquire()
             batch = [first]
             deadline = time.monotonic() + self.max_wait
             stop = False
@@ -80,9 +89,15 @@ class MicroBatcher:
                     stop = True
                     break
                 batch.append(item)
-            self._run(batch)
+            self._runners.submit(self._run_released, batch)
             if stop:
                 return
+
+    def _run_released(self, batch: list[tuple[Hashable, Any, concurrent.futures.Future[Any]]]) -> None:
+        try:
+            self._run(batch)
+        finally:
+            self._slots.release()
 
     def _run(self, batch: list[tuple[Hashable, Any, concurrent.futures.Future[Any]]]) -> None:
         groups: dict[Hashable, list[tuple[Any, concurrent.futures.Future[Any]]]] = {}
@@ -96,7 +111,8 @@ class MicroBatcher:
                 for _, future in entries:
                     future.set_exception(exc)
                 continue
-            self.batches_run += 1
+            with self._lock:
+                self.batches_run += 1
             for (_, future), result in zip(entries, results):
                 future.set_result(result)
 

@@ -152,7 +152,7 @@ class BPOOptimizer:
         allow_pickle: bool = False,
         revision: str | None = None,
         adapter: str | None = None,
-        max_batch_size: int = 16,
+        max_batch_size: int = 32,
         lazy: bool = False,
         **options: Any,
     ) -> BPOOptimizer:

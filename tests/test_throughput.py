@@ -96,6 +96,31 @@ def test_microbatcher_coalesces_and_isolates_errors():
         batcher.submit("ok", 1)
 
 
+def test_microbatcher_starts_the_next_batch_while_one_runs():
+    """A slow batch does not hold back the calls that arrive during it (they may join it on the engine)."""
+    import threading
+
+    release, started = threading.Event(), []
+
+    def run(group, items):
+        started.append(list(items))
+        if items == ["slow"]:
+            assert release.wait(10)
+        return items
+
+    batcher = MicroBatcher(run, max_wait_ms=1, max_batch_size=8, max_concurrent_batches=2)
+    slow = batcher.submit("g", "slow")
+    while not started:
+        time.sleep(0.001)
+    assert batcher.submit("g", "quick").result(5) == "quick"  # done while the first batch still runs
+    assert not slow.done()
+    release.set()
+    assert slow.result(5) == "slow"
+    batcher.close()
+    with pytest.raises(ValueError, match="max_concurrent_batches"):
+        MicroBatcher(run, max_concurrent_batches=0)
+
+
 async def test_concurrent_ainvoke_share_one_batch(backend):
     spy = CountingBackend(backend)
     opt = BPOOptimizer(spy, max_new_tokens=16, micro_batching=True, max_wait_ms=20, cache=False)

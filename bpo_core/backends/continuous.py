@@ -189,7 +189,9 @@ class _Scheduler:
         self.lean, self.prefix, self.max_batch, self.pad_id, self.eos = lean, prefix, max_batch_size, pad_id, eos
         self.device = lean.device
         self.waiting: deque[tuple[_Request, int]] = deque()
-        self.kv = lean.new_buffers(max_batch_size, len(prefix) + 192)
+        # Rows are allocated as they join (a single rewrite must not pay for a full batch), slots
+        # for typical prompts plus rewrites; both grow when needed.
+        self.kv = lean.new_buffers(1, len(prefix) + 128)
         self.kv.batch, self.kv.length = 0, len(prefix)
         self.valid = torch.zeros((0, self.kv.capacity), dtype=torch.bool, device=self.device)
         self.positions = torch.zeros((0, 1), dtype=torch.long, device=self.device)
@@ -293,7 +295,8 @@ class _Scheduler:
         width = max(len(r) for r in rests)
         end = self._reserve(0, p + width)
         first = self.kv.batch
-        self.kv.add_rows(len(group))
+        # The first group gets rows for itself; once more are needed, room for a full batch.
+        self.kv.add_rows(len(group), reserve=self.max_batch if first or self.rows else 0)
         valid = torch.zeros((len(group), self.kv.capacity), dtype=torch.bool, device=self.device)
         valid[:, :p] = True
         ids = torch.full((len(group), width), self.pad_id, dtype=torch.long)

@@ -70,7 +70,7 @@ class HFBackend:
         tokenizer: PreTrainedTokenizerBase,
         *,
         name: str | None = None,
-        max_batch_size: int = 16,
+        max_batch_size: int = 32,
         num_threads: int | None = None,
     ) -> None:
         if max_batch_size < 1:
@@ -108,7 +108,7 @@ class HFBackend:
         allow_pickle: bool = False,
         revision: str | None = None,
         adapter: str | os.PathLike[str] | None = None,
-        max_batch_size: int = 16,
+        max_batch_size: int = 32,
         num_threads: int | None = None,
         name: str | None = None,
     ) -> HFBackend:

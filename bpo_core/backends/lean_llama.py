@@ -84,14 +84,16 @@ class KVBuffers:
         """A view of active rows ``first:`` (writes go to this storage), for prefilling rows that just joined."""
         return KVBuffers(self.storage_keys, self.storage_values, self.length, start=self.start + first, batch=self.batch - first)
 
-    def add_rows(self, n: int) -> None:
-        """Append ``n`` rows to the active range (growing the storage only if it is full)."""
+    def add_rows(self, n: int, *, reserve: int = 0) -> None:
+        """Append ``n`` rows to the active range; a full storage grows to fit them, or to ``reserve`` rows."""
         import torch
 
         need = self.start + self.batch + n
         if need > self.storage_keys[0].shape[0]:
+            rows = max(need, reserve)
+
             def grow(t: torch.Tensor) -> torch.Tensor:
-                out = t.new_zeros((need, *t.shape[1:]))
+                out = t.new_zeros((rows, *t.shape[1:]))
                 out[: t.shape[0]] = t
                 return out
 
