@@ -60,8 +60,12 @@ def resolve_dtype(dtype: Any, device: str) -> torch.dtype:
 class HFBackend:
     """A causal LM and its tokenizer, generating many rewrites per ``generate`` call.
 
-    Prompts are sorted by length and cut into batches of at most ``max_batch_size`` so little
-    compute goes to padding. Calls are serialized with a lock: one model, one generation at a time.
+    Plain greedy decoding on Llama-family models runs the lean forward with continuous batching
+    (``continuous.py``): at most ``max_batch_size`` rows decode at once, rows leave at EOS, waiting
+    prompts join, and concurrent calls share steps. Everything else goes to ``generate`` in
+    length-sorted batches of at most ``max_batch_size``. Model work runs on the engine thread
+    (``engine_thread.py``); the tokenizer is guarded by a lock (fast tokenizers are not
+    thread-safe).
     """
 
     def __init__(
