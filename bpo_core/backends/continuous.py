@@ -48,13 +48,16 @@ def continuous_greedy(
     ``max_time``, rows still unfinished when time runs out keep what they have (possibly nothing).
     Runs on the calling thread; see :class:`ContinuousEngine` for calls that share steps.
     """
+    import torch
+
     request = _Request(sequences, prefix_length, max_new_tokens, max_time)
     if request.finished():
         return request.results
-    scheduler = _Scheduler(lean, request.prefix, max_batch_size, pad_id, set(eos_ids))
-    scheduler.add(request)
-    while not scheduler.idle:
-        scheduler.iterate()
+    with torch.inference_mode():
+        scheduler = _Scheduler(lean, request.prefix, max_batch_size, pad_id, set(eos_ids))
+        scheduler.add(request)
+        while not scheduler.idle:
+            scheduler.iterate()
     return request.results
 
 
@@ -111,6 +114,12 @@ class ContinuousEngine:
         return request.results
 
     def _drain(self) -> None:
+        import torch
+
+        with torch.inference_mode():  # no autograd graph: the weights require grad
+            self._drain_loop()
+
+    def _drain_loop(self) -> None:
         scheduler: _Scheduler | None = None
         try:
             while True:
