@@ -51,8 +51,8 @@ class KVBuffers:
 
     The storage is allocated once per batch session: rows join at the end of the active range
     and leave by having a later row moved into their place, so neither copies the whole cache.
-    (Keeping the storage from one call to the next was measured, and made every call about twice
-    as slow on this 2-core VM as a fresh allocation per call; the cause was not pinned down.)
+    (Keeping the storage from one call to the next made every call about twice as slow in a
+    measurement taken while the loop still ran with autograd on; not re-measured since.)
     ``length`` is the next slot to write. A slot is a storage column, not a position: the
     decoder tracks each row's positions and which slots it may attend to, so rows of different
     lengths (and rows that join later) share one buffer. Slots a row may not attend to can hold
