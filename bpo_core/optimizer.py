@@ -75,7 +75,7 @@ class BPOOptimizer:
         cache_sampling: also cache results of sampling modes (``stable``/``aggressive``).
         micro_batching: coalesce concurrent single calls (threads, coroutines) into one batched
             generation, waiting at most ``max_wait_ms`` for company, up to ``max_batch_size`` calls
-            (the backend still runs them in length-sorted chunks of its own batch size).
+            (the backend decodes at most its own ``max_batch_size`` rows at once).
     """
 
     def __init__(

@@ -314,9 +314,8 @@ class _Scheduler:
             valid[g, end - len(rest) : end] = True
         if p:
             keys, values = self.lean.prefix_state(list(self.prefix))
-            for layer in range(len(keys)):
-                self.kv.keys[layer][first:, :, :p] = keys[layer]
-                self.kv.values[layer][first:, :, :p] = values[layer]
+            for dst, src in zip([*self.kv.keys, *self.kv.values], [*keys, *values]):  # fetch the views once
+                dst[first:, :, :p] = src
         view = self.kv.rows_from(first)
         view.length = end - width
         positions = (p + valid[:, end - width : end].long().cumsum(-1) - 1).clamp(min=0)

@@ -96,9 +96,7 @@ def _quiesce(timeout: float = 30.0) -> None:
     if _thread is None or not _thread.is_alive():
         return
     _stopping = True
-    future: Future[None] = Future()
-    _jobs.put((future, lambda: None, (), {}))  # FIFO: done once everything before it is
     try:
-        future.result(timeout)
+        submit(lambda: None).result(timeout)  # FIFO: done once everything before it is
     except Exception:  # a stuck job: nothing more we can do
         pass

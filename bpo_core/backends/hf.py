@@ -122,64 +122,39 @@ class HFBackend:
         its base model is loaded and the adapter merged in. Only safetensors weights are read
         unless ``allow_pickle=True``. Loading runs on the engine thread (see engine_thread.py).
         """
-        return run_on_engine(
-            cls._load,
-            name_or_path,
-            device=device,
-            dtype=dtype,
-            trust_remote_code=trust_remote_code,
-            allow_pickle=allow_pickle,
-            revision=revision,
-            adapter=adapter,
-            max_batch_size=max_batch_size,
-            num_threads=num_threads,
-            name=name,
-        )
-
-    @classmethod
-    def _load(
-        cls,
-        name_or_path: str | os.PathLike[str],
-        *,
-        device: str | None,
-        dtype: Any,
-        trust_remote_code: bool,
-        allow_pickle: bool,
-        revision: str | None,
-        adapter: str | os.PathLike[str] | None,
-        max_batch_size: int,
-        num_threads: int | None,
-        name: str | None,
-    ) -> HFBackend:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         path = str(name_or_path)
         if adapter is None and (Path(path) / "adapter_config.json").is_file():
             adapter, path = path, _adapter_base(path)
-        device = resolve_device(device)
-        torch_dtype = resolve_dtype(dtype, device)
-        common: dict[str, Any] = {"trust_remote_code": trust_remote_code, "revision": revision}
-        try:
-            tokenizer_source = str(adapter) if adapter and _has_tokenizer(adapter) else path
-            tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, **common)
-            model = AutoModelForCausalLM.from_pretrained(
-                path, dtype=torch_dtype, use_safetensors=None if allow_pickle else True, **common
+
+        def load() -> HFBackend:
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            target = resolve_device(device)
+            torch_dtype = resolve_dtype(dtype, target)
+            common: dict[str, Any] = {"trust_remote_code": trust_remote_code, "revision": revision}
+            try:
+                tokenizer_source = str(adapter) if adapter and _has_tokenizer(adapter) else path
+                tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, **common)
+                model = AutoModelForCausalLM.from_pretrained(
+                    path, dtype=torch_dtype, use_safetensors=None if allow_pickle else True, **common
+                )
+            except Exception as exc:
+                hint = ""
+                if not allow_pickle and "safetensors" in str(exc).lower():
+                    hint = " (only safetensors weights are loaded by default; pass allow_pickle=True if you trust pickle files)"
+                raise ModelLoadError(f"Could not load optimizer model {path!r}: {exc}{hint}") from exc
+            if adapter is not None:
+                model = _merge_adapter(model, adapter)
+            model.to(target)
+            return cls(
+                model,
+                tokenizer,
+                name=name or (f"{path}+{Path(adapter).name}" if adapter else path),
+                max_batch_size=max_batch_size,
+                num_threads=num_threads,
             )
-        except Exception as exc:
-            hint = ""
-            if not allow_pickle and "safetensors" in str(exc).lower():
-                hint = " (only safetensors weights are loaded by default; pass allow_pickle=True if you trust pickle files)"
-            raise ModelLoadError(f"Could not load optimizer model {path!r}: {exc}{hint}") from exc
-        if adapter is not None:
-            model = _merge_adapter(model, adapter)
-        model.to(device)
-        return cls(
-            model,
-            tokenizer,
-            name=name or (f"{path}+{Path(adapter).name}" if adapter else path),
-            max_batch_size=max_batch_size,
-            num_threads=num_threads,
-        )
+
+        return run_on_engine(load)
 
     # --------------------------------------------------------------- generation
     def count_tokens(self, text: str) -> int:
