@@ -45,11 +45,16 @@ class MicroBatcher:
         self._lock = threading.Lock()
         self.batches_run = 0
         self._runners = concurrent.futures.ThreadPoolExecutor(max_concurrent_batches, thread_name_prefix=f"{name}-run")
+        self._running: set[concurrent.futures.Future[None]] = set()  # batches handed to the runners
         # Bounds the batches in flight: the worker waits for a free runner before forming the next one.
         self._slots = threading.Semaphore(max_concurrent_batches)
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
         _live.add(self)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def submit(self, group: Hashable, item: Any) -> concurrent.futures.Future[Any]:
         """Queue one item; the future resolves to its result."""
@@ -60,15 +65,23 @@ class MicroBatcher:
             self._queue.put((group, item, future))
         return future
 
-    def close(self, timeout: float | None = 10.0) -> None:
-        """Finish queued work, then stop the worker. Idempotent."""
+    def close(self, timeout: float = 10.0) -> None:
+        """Finish queued work within ``timeout`` seconds, then stop the worker. Idempotent.
+
+        Calls still unfinished after ``timeout`` get an error; nothing waits longer.
+        """
         with self._lock:
             if self._closed:
                 return
             self._closed = True
             self._queue.put(_STOP)
+        deadline = time.monotonic() + timeout
         self._thread.join(timeout)
-        self._runners.shutdown(wait=True)
+        with self._lock:
+            running = list(self._running)
+        concurrent.futures.wait(running, timeout=max(0.0, deadline - time.monotonic()))
+        self._runners.shutdown(wait=False, cancel_futures=True)
+        self._fail_queued(RuntimeError("MicroBatcher closed before this call ran"))
 
     def _loop(self) -> None:
         while True:
@@ -89,13 +102,27 @@ class MicroBatcher:
                     stop = True
                     break
                 batch.append(item)
-            self._runners.submit(self._run_released, batch)
+            try:
+                task = self._runners.submit(self._run_released, batch)
+            except BaseException as exc:  # the runners are gone (interpreter exit): fail, never strand
+                self._slots.release()
+                self._fail(batch, exc)
+            else:
+                with self._lock:
+                    self._running.add(task)
+                task.add_done_callback(self._forget)
             if stop:
                 return
+
+    def _forget(self, task: concurrent.futures.Future[None]) -> None:
+        with self._lock:
+            self._running.discard(task)
 
     def _run_released(self, batch: list[tuple[Hashable, Any, concurrent.futures.Future[Any]]]) -> None:
         try:
             self._run(batch)
+        except BaseException as exc:  # a bug in grouping: every caller still gets an answer
+            self._fail(batch, exc)
         finally:
             self._slots.release()
 
@@ -107,6 +134,8 @@ class MicroBatcher:
         for group, entries in groups.items():
             try:
                 results = self._run_batch(group, [item for item, _ in entries])
+                if len(results) != len(entries):
+                    raise RuntimeError(f"batch function returned {len(results)} results for {len(entries)} items")
             except BaseException as exc:  # every caller must hear about it; never kill the worker
                 for _, future in entries:
                     future.set_exception(exc)
@@ -115,6 +144,24 @@ class MicroBatcher:
                 self.batches_run += 1
             for (_, future), result in zip(entries, results):
                 future.set_result(result)
+
+    @staticmethod
+    def _fail(batch: list[tuple[Hashable, Any, concurrent.futures.Future[Any]]], exc: BaseException) -> None:
+        for _, _, future in batch:
+            if not future.done():
+                try:
+                    future.set_exception(exc)
+                except concurrent.futures.InvalidStateError:  # a cancelled future, or one just settled
+                    pass
+
+    def _fail_queued(self, exc: BaseException) -> None:
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is not _STOP:
+                self._fail([item], exc)
 
 
 @atexit.register

@@ -361,6 +361,9 @@ def serve(
     max_wait_ms: Annotated[float, typer.Option(help="Micro-batching wait for concurrent requests.")] = 5.0,
     max_batch_size: int = 16,
     model_name: Annotated[str, typer.Option(help="Model id reported by /v1/models.")] = "bpo",
+    request_timeout: Annotated[
+        Optional[float], typer.Option(help="Seconds after which a request answers 504 (default: only stalls).")
+    ] = None,
     dtype: DtypeOpt = None,
 ) -> None:
     """Serve the optimizer over an OpenAI-compatible API (/v1/completions, /v1/optimize)."""
@@ -369,7 +372,13 @@ def serve(
     from bpo_core.server import create_app
 
     opt = _optimizer(model, dtype)
-    app_ = create_app(opt, model_name=model_name, max_wait_ms=max_wait_ms, max_batch_size=max_batch_size)
+    app_ = create_app(
+        opt,
+        model_name=model_name,
+        max_wait_ms=max_wait_ms,
+        max_batch_size=max_batch_size,
+        request_timeout_s=request_timeout,
+    )
     uvicorn.run(app_, host=host, port=port, log_level="info")
 
 

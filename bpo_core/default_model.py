@@ -32,9 +32,11 @@ def load_default_backend(
     single calls; see the README's performance section. Loading runs on the engine thread
     (see ``bpo_core.backends.engine_thread``).
     """
-    from bpo_core.backends.engine_thread import run_on_engine
+    from bpo_core.backends.engine_thread import load_on_engine
 
-    return run_on_engine(_load, device=device, num_threads=num_threads, adapter=adapter, dtype=dtype)
+    return load_on_engine(
+        lambda: _load(device=device, num_threads=num_threads, adapter=adapter, dtype=dtype), "the embedded optimizer"
+    )
 
 
 def _load(*, device: str | None, num_threads: int | None, adapter: bool, dtype: Any) -> HFBackend:

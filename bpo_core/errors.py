@@ -31,3 +31,10 @@ class DataFormatError(BPOError, ValueError):
 
     The message names the file, the record (line) and the field at fault.
     """
+
+
+class OptimizerTimeoutError(BPOError, TimeoutError):
+    """A call passed its bound: its ``timeout_s``, or the optimizer made no progress for too long.
+
+    The optimizer turns it into its fallback (the original prompt); ``on_error="raise"`` raises it.
+    """

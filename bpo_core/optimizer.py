@@ -11,9 +11,10 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
+from bpo_core import waits
 from bpo_core.backends import Backend
 from bpo_core.cache import LRUCache, ResultCache, cache_key
-from bpo_core.errors import BPOError, InvalidPromptError
+from bpo_core.errors import BPOError, InvalidPromptError, OptimizerTimeoutError
 from bpo_core.formats import PromptFormat
 from bpo_core.generation import MODES, GenerationSettings, cut_at_markers, settings_for_mode
 from bpo_core.guard import GuardConfig, check
@@ -323,8 +324,24 @@ class BPOOptimizer:
         prompts = [validate_prompt(p, f"prompts[{i}]") for i, p in enumerate(prompts)]
         if self.micro_batching and 0 < len(prompts) < self.max_batch_size:
             # Small batches join concurrent callers' batches; big ones are batches already.
-            return [f.result() for f in [self._submit(p, mode, rounds) for p in prompts]]
+            futures = [self._submit(p, mode, rounds) for p in prompts]
+            deadline = waits.deadline_after(self.timeout_s)
+            try:
+                return [waits.wait_future(f, "a micro-batched rewrite", deadline=deadline) for f in futures]
+            except OptimizerTimeoutError as exc:
+                return self._timed_out(prompts, futures, exc)
         return self._rewrite_direct(prompts, mode, rounds)
+
+    def _timed_out(
+        self, prompts: list[str], futures: list[concurrent.futures.Future[Any]], exc: OptimizerTimeoutError
+    ) -> list[OptimizationResult]:
+        """The caller stopped waiting: the original prompts (or the error with ``on_error="raise"``)."""
+        for future in futures:
+            future.cancel()  # not yet started: skip it
+        if self.on_error == "raise":
+            raise exc
+        logger.warning("BPO optimizer timed out; using the original prompts: %s", exc)
+        return [OptimizationResult(p, p, True, f"timed out: {exc}") for p in prompts]
 
     def _rewrite_direct(self, prompts: list[str], mode: str | None, rounds: int | None) -> list[OptimizationResult]:
         _check_options(mode=mode, rounds=rounds)
@@ -336,12 +353,11 @@ class BPOOptimizer:
         settings = settings.model_copy(update={"max_time": self.timeout_s})
         future = _timeout_pool().submit(self._run_rounds, prompts, settings, n_rounds)
         try:
-            return future.result(timeout=self.timeout_s)
-        except concurrent.futures.TimeoutError:
-            if self.on_error == "raise":
-                raise TimeoutError(f"BPO optimization took longer than timeout_s={self.timeout_s}") from None
-            logger.warning("BPO optimizer timed out after %ss; using the original prompts", self.timeout_s)
-            return [OptimizationResult(p, p, True, f"timed out after {self.timeout_s}s") for p in prompts]
+            return waits.wait_future(
+                future, f"BPO optimization (timeout_s={self.timeout_s})", deadline=waits.deadline_after(self.timeout_s)
+            )
+        except OptimizerTimeoutError as exc:
+            return self._timed_out(prompts, [future], exc)
 
     def _run_rounds(self, prompts: list[str], settings: GenerationSettings, n_rounds: int) -> list[OptimizationResult]:
         use_cache = self.cache is not None and (settings.deterministic or self.cache_sampling)
@@ -414,7 +430,12 @@ class BPOOptimizer:
     ) -> list[OptimizationResult]:
         if self.micro_batching and not isinstance(prompts, str) and 0 < len(prompts) < self.max_batch_size:
             valid = [validate_prompt(p, f"prompts[{i}]") for i, p in enumerate(prompts)]
-            return list(await asyncio.gather(*[asyncio.wrap_future(self._submit(p, mode, rounds)) for p in valid]))
+            futures = [self._submit(p, mode, rounds) for p in valid]
+            deadline = waits.deadline_after(self.timeout_s)
+            try:
+                return [await waits.await_future(f, "a micro-batched rewrite", deadline=deadline) for f in futures]
+            except OptimizerTimeoutError as exc:
+                return self._timed_out(valid, futures, exc)
         return await asyncio.to_thread(self.rewrite_batch, prompts, mode=mode, rounds=rounds)
 
     def close(self) -> None:
@@ -576,6 +597,7 @@ class _BackendHolder:
             self.__dict__ = source.__dict__  # share state with another holder
             return
         self._lock = threading.Lock()
+        self._batcher_lock = threading.Lock()
         self._error: BPOError | None = None
         self.batcher: MicroBatcher | None = None
         if isinstance(source, Backend):
@@ -590,8 +612,8 @@ class _BackendHolder:
         return self.get().name
 
     def get_batcher(self, max_wait_ms: float, max_batch_size: int) -> MicroBatcher:
-        with self._lock:
-            if self.batcher is None:
+        with self._batcher_lock:
+            if self.batcher is None or self.batcher.closed:
                 from bpo_core.batching import MicroBatcher
 
                 def run(group: _BatchGroup, prompts: list[str]) -> list[OptimizationResult]:
@@ -603,12 +625,17 @@ class _BackendHolder:
     def get(self) -> Backend:
         if self._backend is not None:
             return self._backend
-        with self._lock:
+        # Another thread may be loading: wait for it, within the load bound.
+        if not self._lock.acquire(timeout=waits.load_timeout_s()):
+            raise OptimizerTimeoutError("waiting for another thread to load the optimizer model timed out")
+        try:
             if self._backend is None:
                 if self._error is not None:
                     raise self._error
                 try:
                     self._backend = self._loader()  # type: ignore[misc]
+                except OptimizerTimeoutError:  # may still finish: the next call asks again
+                    raise
                 except BPOError as exc:
                     self._error = exc
                     raise
@@ -617,4 +644,6 @@ class _BackendHolder:
 
                     self._error = ModelLoadError(f"Could not load the optimizer model: {exc}")
                     raise self._error from exc
+        finally:
+            self._lock.release()
         return self._backend

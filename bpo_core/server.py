@@ -18,7 +18,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from bpo_core import waits
 from bpo_core.backends.hf import HFBackend
+from bpo_core.errors import BPOError, InvalidPromptError, OptimizerTimeoutError
 from bpo_core.generation import GenerationSettings
 from bpo_core.optimizer import BPOOptimizer
 
@@ -58,9 +60,23 @@ class OptimizeRequest(BaseModel):
     rounds: int | None = Field(default=None, ge=1)
 
 
-def create_app(optimizer: BPOOptimizer, *, model_name: str = "bpo", max_wait_ms: float = 5.0, max_batch_size: int = 16):
-    """Build the FastAPI app serving ``optimizer`` (its backend must be local)."""
+def create_app(
+    optimizer: BPOOptimizer,
+    *,
+    model_name: str = "bpo",
+    max_wait_ms: float = 5.0,
+    max_batch_size: int = 16,
+    request_timeout_s: float | None = None,
+):
+    """Build the FastAPI app serving ``optimizer`` (its backend must be local).
+
+    Every request gets a response: a completion that fails answers 503, one that passes
+    ``request_timeout_s`` (or stalls, see ``bpo_core.waits``) answers 504, both with an
+    OpenAI-style ``{"error": {...}}`` body; ``/v1/optimize`` falls back per prompt as the
+    optimizer does. The server keeps serving either way.
+    """
     from fastapi import FastAPI, HTTPException
+    from fastapi.responses import JSONResponse
 
     from bpo_core.batching import MicroBatcher
 
@@ -74,6 +90,9 @@ def create_app(optimizer: BPOOptimizer, *, model_name: str = "bpo", max_wait_ms:
 
     batcher = MicroBatcher(run, max_wait_ms=max_wait_ms, max_batch_size=max_batch_size)
     app = FastAPI(title="bpo-prompt optimizer server")
+
+    def error(status: int, kind: str, message: str) -> JSONResponse:
+        return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status)
 
     @app.get("/health")
     def health() -> dict[str, str]:
@@ -98,8 +117,16 @@ def create_app(optimizer: BPOOptimizer, *, model_name: str = "bpo", max_wait_ms:
             stop_at_newline="\n" in stops,
             seed=req.seed,
         )
-        futures = [asyncio.wrap_future(batcher.submit(settings, p)) for p in prompts]
-        texts = await asyncio.gather(*futures)
+        futures = [batcher.submit(settings, p) for p in prompts]
+        deadline = waits.deadline_after(request_timeout_s)
+        try:
+            texts = [await waits.await_future(f, "the completion", deadline=deadline) for f in futures]
+        except OptimizerTimeoutError as exc:
+            for f in futures:
+                f.cancel()
+            return error(504, "timeout", str(exc))
+        except Exception as exc:  # the model failed: this request gets an answer, the server lives on
+            return error(503, "generation_error", f"{type(exc).__name__}: {exc}")
         choices = []
         for i, text in enumerate(texts):
             for stop in stops:  # honour other stop strings by cutting
@@ -109,11 +136,17 @@ def create_app(optimizer: BPOOptimizer, *, model_name: str = "bpo", max_wait_ms:
         return {"id": f"cmpl-{time.time_ns()}", "object": "text_completion", "created": int(time.time()), "model": model_name, "choices": choices}
 
     @app.post("/v1/optimize")
-    async def optimize(req: OptimizeRequest) -> dict[str, Any]:
+    async def optimize(req: OptimizeRequest) -> Any:
         try:
-            results = await optimizer.arewrite_batch(req.prompts, mode=req.mode, rounds=req.rounds)
-        except ValueError as exc:
+            results = await asyncio.wait_for(
+                optimizer.arewrite_batch(req.prompts, mode=req.mode, rounds=req.rounds), request_timeout_s
+            )
+        except (InvalidPromptError, ValueError) as exc:
             raise HTTPException(400, str(exc)) from exc
+        except (asyncio.TimeoutError, OptimizerTimeoutError) as exc:
+            return error(504, "timeout", str(exc) or f"request_timeout_s={request_timeout_s} passed")
+        except BPOError as exc:  # on_error="raise" optimizers
+            return error(503, "optimizer_error", str(exc))
         return {"results": [r.to_dict() for r in results]}
 
     @app.on_event("shutdown")

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -70,3 +75,25 @@ class CountingBackend:
 @pytest.fixture
 def counting(backend) -> CountingBackend:
     return CountingBackend(backend)
+
+
+@contextmanager
+def live_server(app) -> Iterator[str]:
+    """Serve an ASGI ``app`` with uvicorn on a free loopback port; yields its ``/v1`` base URL."""
+    uvicorn = pytest.importorskip("uvicorn")
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    for _ in range(200):
+        if srv.started:
+            break
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        srv.should_exit = True
+        thread.join(10)

@@ -17,7 +17,7 @@ from bpo_core import BPOOptimizer, ChatFormat
 from bpo_core.batching import MicroBatcher
 from bpo_core.bulk import optimize_file
 from bpo_core.cache import SQLiteCache
-from tests.conftest import PROMPTS, CountingBackend
+from tests.conftest import PROMPTS, CountingBackend, live_server
 
 
 def test_lru_cache_hits_skip_generation(backend):
@@ -174,25 +174,10 @@ def test_bulk_rewrite_resumes_after_kill(backend, tmp_path):
 
 @pytest.fixture(scope="module")
 def server(backend):
-    uvicorn = pytest.importorskip("uvicorn")
     from bpo_core.server import create_app
 
-    app = create_app(BPOOptimizer(backend, max_new_tokens=24), model_name="bpo-test")
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    for _ in range(100):
-        if srv.started:
-            break
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/v1"
-    srv.should_exit = True
-    thread.join(10)
+    with live_server(create_app(BPOOptimizer(backend, max_new_tokens=24), model_name="bpo-test")) as url:
+        yield url
 
 
 def test_remote_optimizer_matches_local(server, backend):

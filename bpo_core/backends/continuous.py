@@ -17,6 +17,8 @@ of slots it may attend to. Slots no row uses any more are squeezed out when the 
 
 from __future__ import annotations
 
+import itertools
+import logging
 import threading
 import time
 from collections import deque
@@ -24,10 +26,18 @@ from collections.abc import Collection
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
+from bpo_core import waits
 from bpo_core.backends import engine_thread
+from bpo_core.errors import GenerationError, OptimizerTimeoutError
 
 if TYPE_CHECKING:
     from bpo_core.backends.lean_llama import LeanLlama
+
+logger = logging.getLogger(__name__)
+
+#: How long past its ``max_time`` a caller waits for its rows to be closed (a step or a join
+#: already running must end first).
+MAX_TIME_GRACE_S = 30.0
 
 
 def continuous_greedy(
@@ -86,7 +96,11 @@ class ContinuousEngine:
         self.lean, self.eos, self.pad_id, self.max_batch_size = lean, set(eos_ids), pad_id, max_batch_size
         self._model_lock = model_lock or nullcontext()
         self._state = threading.Lock()
+        # Every request a caller waits on is in exactly one of these two lists until it is done,
+        # and both are changed only under ``_state``: ``_pending`` until the drain loop takes it,
+        # ``_admitted`` from then on (see ``_drain_loop``).
         self._pending: list[_Request] = []
+        self._admitted: list[_Request] = []
         self._running = False  # a drain loop is scheduled or running
         #: Decode steps run and the most rows any step carried (for tests and benchmarks).
         self.steps = 0
@@ -108,10 +122,23 @@ class ContinuousEngine:
             # On this thread: no engine thread, or we are on it (a queued drain could not run
             # while we wait, so run it here; the queued one will find nothing left to do).
             self._drain()
-        request.done.wait()
+        deadline = None if request.deadline is None else request.deadline + MAX_TIME_GRACE_S
+        try:
+            waits.wait_event(request.done, "the optimizer's generation", deadline=deadline, check=lambda: self._owned(request))
+        except BaseException:
+            request.cancel()  # its rows leave the batch at the next step
+            raise
         if request.error is not None:
             raise request.error
         return request.results
+
+    def _owned(self, request: _Request) -> None:
+        """Fail ``request`` if no drain loop will ever finish it (a bug; never leave a caller waiting)."""
+        with self._state:
+            if self._running or request.finished():
+                return
+            request.fail(GenerationError("internal error: a generation request was left without a decoding loop"))
+        logger.error("bpo: a generation request was orphaned; its caller gets an error instead of a hang")
 
     def _drain(self) -> None:
         import torch
@@ -120,6 +147,11 @@ class ContinuousEngine:
             self._drain_loop()
 
     def _drain_loop(self) -> None:
+        # No request is ever in neither place: a request moves from ``_pending`` to ``_admitted``
+        # in one step under ``_state``, before the scheduler sees it, and stays there until it is
+        # done (pruned only then). Whatever the scheduler does with it (waiting, joining, decoding)
+        # and wherever an error strikes, the handler below fails every request in either list
+        # that is not done yet, under the same lock, so no caller is left waiting.
         scheduler: _Scheduler | None = None
         try:
             while True:
@@ -130,25 +162,28 @@ class ContinuousEngine:
                     if scheduler is None or scheduler.idle:
                         if not self._pending:
                             self._running = False
+                            self._admitted = []
                             return
                         if scheduler is not None and yielding:  # let queued engine work run, then resume
                             engine_thread.submit(self._drain)
                             return
                         scheduler = _Scheduler(self.lean, self._pending[0].prefix, self.max_batch_size, self.pad_id, self.eos)
                     joining = [] if yielding else [r for r in self._pending if r.prefix == scheduler.prefix]
-                    self._pending = [r for r in self._pending if r not in joining]
+                    if joining:
+                        self._pending = [r for r in self._pending if r not in joining]
+                        self._admitted = [r for r in self._admitted if not r.finished()] + joining
                 for request in joining:
                     scheduler.add(request)
                 with self._model_lock:
                     scheduler.iterate()
+                waits.beat()
                 self.steps += 1
                 self.peak_rows = max(self.peak_rows, scheduler.kv.batch)
         except BaseException as exc:  # every waiting caller hears about it; later calls start afresh
             with self._state:
-                failed = self._pending + (scheduler.requests() if scheduler is not None else [])
-                self._pending, self._running = [], False
-            for request in failed:
-                request.fail(exc)
+                for request in [*self._pending, *self._admitted]:
+                    request.fail(exc)
+                self._pending, self._admitted, self._running = [], [], False
             if not isinstance(exc, Exception):
                 raise
 
@@ -166,6 +201,7 @@ class _Request:
         self.results: list[list[int]] = [[] for _ in sequences]
         self.open = len(sequences) if max_new_tokens > 0 else 0
         self.error: BaseException | None = None
+        self.cancelled = False
         self.done = threading.Event()
         if not self.open:
             self.done.set()
@@ -174,7 +210,11 @@ class _Request:
         return self.done.is_set()
 
     def expired(self, now: float) -> bool:
-        return self.deadline is not None and now > self.deadline
+        return self.cancelled or (self.deadline is not None and now > self.deadline)
+
+    def cancel(self) -> None:
+        """The caller stopped waiting: its rows leave the batch at the next step."""
+        self.cancelled = True
 
     def close_row(self) -> None:
         self.open -= 1
@@ -214,9 +254,6 @@ class _Scheduler:
     def idle(self) -> bool:
         return not self.waiting and not any(self.running)
 
-    def requests(self) -> list[_Request]:
-        return list({id(r): r for r, _ in [*self.rows, *self.waiting]}.values())
-
     def add(self, request: _Request) -> None:
         order = sorted(range(len(request.sequences)), key=lambda i: len(request.sequences[i]))
         self.waiting.extend((request, i) for i in order)
@@ -239,7 +276,11 @@ class _Scheduler:
         if self.rows:
             parts.append(self._step(tokens))
         if join:
-            parts.append(self._join([self.waiting.popleft() for _ in range(min(free, len(self.waiting)))]))
+            # Joining rows leave ``waiting`` only once they are in ``rows`` (``_join`` succeeded).
+            count = min(free, len(self.waiting))
+            parts.append(self._join(list(itertools.islice(self.waiting, count))))
+            for _ in range(count):
+                self.waiting.popleft()
         self.logits = torch.cat(parts) if len(parts) > 1 else parts[0]
 
     def _take(self) -> Any:

@@ -13,6 +13,8 @@ import time
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
+from bpo_core import waits
+
 if TYPE_CHECKING:
     from bpo_core.backends.lean_llama import LeanLlama
 
@@ -58,6 +60,7 @@ def greedy_decode(
     cache_length = input_ids.shape[1]
     eos = set(eos_ids)
     for step in range(max_new_tokens):
+        waits.beat()
         tokens = out.logits[:, -1].argmax(-1)
         keep = []
         for j, token in enumerate(tokens.tolist()):

@@ -24,6 +24,8 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
+from bpo_core import waits
+
 T = TypeVar("T")
 
 _start_lock = threading.Lock()
@@ -50,10 +52,29 @@ def on_engine_thread() -> bool:
 
 
 def run_on_engine(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-    """Call ``fn(*args, **kwargs)`` on the engine thread and return its result (or raise its error)."""
+    """Call ``fn(*args, **kwargs)`` on the engine thread and return its result (or raise its error).
+
+    The wait is bounded (``bpo_core.waits``): it gives up with ``OptimizerTimeoutError`` when the
+    engine makes no progress for ``BPO_STALL_TIMEOUT_S``.
+    """
     if on_engine_thread() or not enabled():
         return fn(*args, **kwargs)
-    return submit(fn, *args, **kwargs).result()
+    return waits.wait_future(submit(fn, *args, **kwargs), f"engine work ({getattr(fn, '__name__', 'job')})")
+
+
+def load_on_engine(fn: Callable[[], T], what: str) -> T:
+    """Run a model load on the engine thread, waiting at most ``BPO_LOAD_TIMEOUT_S``.
+
+    While it runs, other waits do not count the time as a stall (a first load may download).
+    """
+
+    def load() -> T:
+        with waits.loading():
+            return fn()
+
+    if on_engine_thread() or not enabled():
+        return load()
+    return waits.wait_future(submit(load), f"loading {what}", deadline=waits.deadline_after(waits.load_timeout_s()))
 
 
 def submit(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
@@ -87,6 +108,7 @@ def _serve() -> None:
             future.set_result(fn(*args, **kwargs))
         except BaseException as exc:  # the caller gets every error; the thread lives on
             future.set_exception(exc)
+        waits.beat()
 
 
 @atexit.register

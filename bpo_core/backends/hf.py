@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 from bpo_core.backends.continuous import ContinuousEngine
 from bpo_core.backends.decode import greedy_decode, supports
-from bpo_core.backends.engine_thread import run_on_engine
+from bpo_core.backends.engine_thread import load_on_engine, run_on_engine
 from bpo_core.backends.lean_llama import LeanLlama, lean_supported
-from bpo_core.errors import GenerationError, ModelLoadError
+from bpo_core.errors import BPOError, GenerationError, ModelLoadError
 from bpo_core.formats import PromptFormat
 from bpo_core.generation import GenerationSettings
 
@@ -154,7 +154,7 @@ class HFBackend:
                 num_threads=num_threads,
             )
 
-        return run_on_engine(load)
+        return load_on_engine(load, repr(path))
 
     # --------------------------------------------------------------- generation
     def count_tokens(self, text: str) -> int:
@@ -210,6 +210,7 @@ class HFBackend:
                 raise GenerationError(f"Generation failed: {exc}") from exc
             return self.tokenizer.batch_decode(rows, skip_special_tokens=True)
         kwargs = self._generate_kwargs(raw, settings)
+        kwargs["stopping_criteria"] = _progress_criteria()
         if settings.seed is not None:
             torch.manual_seed(settings.seed)
         try:
@@ -239,6 +240,8 @@ class HFBackend:
                 max_new_tokens=settings.max_new_tokens,
                 max_time=settings.max_time,
             )
+        except BPOError:
+            raise
         except Exception as exc:
             raise GenerationError(f"Generation failed: {exc}") from exc
         with self._lock:
@@ -323,6 +326,21 @@ class HFBackend:
     def _single_token_id(self, text: str) -> int | None:
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         return int(ids[-1]) if ids else None
+
+
+def _progress_criteria() -> Any:
+    """A stopping criterion that never stops ``generate``; each step marks progress (bpo_core.waits)."""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    from bpo_core import waits
+
+    class _Progress(StoppingCriteria):
+        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+            waits.beat()
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([_Progress()])
 
 
 def _has_tokenizer(folder: str | os.PathLike[str]) -> bool:
