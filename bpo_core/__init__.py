@@ -9,18 +9,29 @@ Heavy libraries (torch, transformers) load only when a model does.
 
 from __future__ import annotations
 
-from bpo_core.errors import BPOError, DataFormatError, GenerationError, InvalidPromptError, ModelLoadError
-from bpo_core.formats import BPO_INST_TEMPLATE, BPO_SYSTEM_PROMPT, ChatFormat, InstFormat, PromptFormat
+from bpo_core.config import OptimizerConfig
+from bpo_core.errors import (
+    BPOError,
+    DataFormatError,
+    GenerationError,
+    InvalidPromptError,
+    ModelLoadError,
+    OptimizerTimeoutError,
+)
+from bpo_core.formats import BPO_INST_TEMPLATE, BPO_SYSTEM_PROMPT, STYLES, ChatFormat, InstFormat, PromptFormat
 from bpo_core.generation import MODES, GenerationSettings, settings_for_mode
 from bpo_core.guard import GuardConfig
 from bpo_core.optimizer import BPOOptimizer
-from bpo_core.result import OptimizationResult
+from bpo_core.result import FallbackKind, OptimizationResult
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BPOOptimizer",
+    "OptimizerConfig",
     "OptimizationResult",
+    "FallbackKind",
+    "STYLES",
     "GuardConfig",
     "GenerationSettings",
     "settings_for_mode",
@@ -35,5 +46,6 @@ __all__ = [
     "ModelLoadError",
     "GenerationError",
     "DataFormatError",
+    "OptimizerTimeoutError",
     "__version__",
 ]

@@ -91,10 +91,7 @@ class SQLiteCache:
         row = self._conn().execute("SELECT value FROM results WHERE key = ?", (key,)).fetchone()
         if row is None:
             return None
-        data = json.loads(row[0])
-        return OptimizationResult(
-            data["original"], data["optimized"], data["fell_back"], data["reason"], tuple(data["history"])
-        )
+        return OptimizationResult.from_dict(json.loads(row[0]))
 
     def put(self, key: str, result: OptimizationResult) -> None:
         with self._conn() as conn:

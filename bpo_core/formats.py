@@ -14,17 +14,49 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
+#: Edit styles. ``augment`` keeps the user's prompt verbatim and appends a short complementary
+#: instruction; ``rewrite`` replaces the instruction with an improved one (the authors' behaviour).
+STYLES: tuple[str, ...] = ("augment", "rewrite")
+
 #: The authors' template for THUDM/BPO (``src/infer_example.py``), with a named placeholder.
 BPO_INST_TEMPLATE = (
     "[INST] You are an expert prompt engineer. Please help me improve this prompt to get a more "
     "helpful and harmless response:\n{prompt} [/INST]"
 )
+#: The same model family asked for an addition instead of a rewrite.
+BPO_INST_AUGMENT_TEMPLATE = (
+    "[INST] You are an expert prompt engineer. Write a short instruction to append to this prompt, "
+    "so that it gets a more helpful and harmless response without changing what it asks:\n{prompt} [/INST]"
+)
 
-#: The instruction given as the system message to chat models (the embedded default).
-BPO_SYSTEM_PROMPT = (
+#: System messages of chat-format optimizers per style; the embedded model is trained on these.
+AUGMENT_SYSTEM_PROMPT = (
+    "You are an expert prompt engineer. The user's prompt goes to an AI assistant exactly as written. "
+    "Write a short instruction to append to it that makes the assistant's answer more helpful, without "
+    "changing, contradicting or adding to what the user asked. [pasted text] and [pasted code] stand for "
+    "material you cannot see. Reply with the instruction only, or with nothing if none would help."
+)
+REWRITE_SYSTEM_PROMPT = (
+    "You are an expert prompt engineer. Rewrite the user's prompt so that an AI assistant answers it "
+    "better. Keep every detail, name, number, constraint, quoted text and the kind of task exactly, invent "
+    "nothing, and keep each [pasted text] or [pasted code] placeholder where it is. Reply with the "
+    "rewritten prompt only."
+)
+#: The system message of the first embedded adapter (rewrites only); kept so custom formats built on it still switch styles.
+LEGACY_SYSTEM_PROMPT = (
     "You are an expert prompt engineer. Please help me improve this prompt to get a more helpful "
     "and harmless response. Reply with the improved prompt only."
 )
+BPO_SYSTEM_PROMPT = REWRITE_SYSTEM_PROMPT
+
+_CHAT_TEMPLATES = {"augment": AUGMENT_SYSTEM_PROMPT, "rewrite": REWRITE_SYSTEM_PROMPT}
+_INST_TEMPLATES = {"augment": BPO_INST_AUGMENT_TEMPLATE, "rewrite": BPO_INST_TEMPLATE}
+
+
+def check_style(style: str) -> str:
+    if style not in STYLES:
+        raise ValueError(f"Unknown style {style!r}; expected one of {', '.join(STYLES)}")
+    return style
 
 PLACEHOLDER = "{prompt}"
 _SENTINEL = "\x00BPO_PROMPT\x00"
@@ -78,6 +110,9 @@ class PromptFormat(Protocol):
     def with_history(self, history: Sequence[tuple[str, str]]) -> PromptFormat:
         """Return a copy that shows the optimizer these earlier conversation turns."""
 
+    def with_style(self, style: str) -> PromptFormat:
+        """Return the format for an edit style (a custom template is kept as it is)."""
+
 
 @dataclass(frozen=True)
 class InstFormat:
@@ -104,6 +139,11 @@ class InstFormat:
 
     def with_history(self, history: Sequence[tuple[str, str]]) -> InstFormat:
         return replace(self, history=tuple(history))
+
+    def with_style(self, style: str) -> InstFormat:
+        if self.template in _INST_TEMPLATES.values():
+            return replace(self, template=_INST_TEMPLATES[check_style(style)])
+        return self
 
 
 @dataclass(frozen=True)
@@ -148,6 +188,11 @@ class ChatFormat:
 
     def with_template(self, template: str) -> ChatFormat:
         return replace(self, template=template)
+
+    def with_style(self, style: str) -> ChatFormat:
+        if self.template in _CHAT_TEMPLATES.values() or self.template == LEGACY_SYSTEM_PROMPT:
+            return replace(self, template=_CHAT_TEMPLATES[check_style(style)])
+        return self
 
 
 def format_for(name_or_path: str, tokenizer: PreTrainedTokenizerBase | None) -> PromptFormat:

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bpo_core.spans import protected_phrases
-
+_QUOTED = re.compile(r'"[^"\n]{3,}"|“[^”\n]{3,}”|`[^`\n]+`')
 _WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?", re.UNICODE)
 
 # Function words that carry no request content; missing ones are not drift.
@@ -71,12 +70,18 @@ class GuardConfig(BaseModel):
     enabled: bool = True
     min_length_ratio: float = Field(default=0.5, ge=0)
     max_length_ratio: float = Field(default=6.0, gt=0)
-    min_keyword_recall: float = Field(default=0.6, ge=0, le=1)
+    min_keyword_recall: float = Field(default=0.8, ge=0, le=1)
     #: Length ratios count the original as at least this many words, so a terse prompt
     #: ("why exercise") may grow into a full request.
     short_prompt_words: int = Field(default=4, ge=1)
     keep_quoted: bool = True
     reject_answers: bool = True
+    #: Faithfulness checks (bpo_core.rewrite.faithfulness): specifics kept, none invented, task kept.
+    faithfulness: bool = True
+    #: Longer instructions are not rewritten (style="rewrite" falls back to an addition).
+    max_rewrite_words: int = Field(default=150, ge=1)
+    #: The most words an addition (style="augment") may have.
+    max_addition_words: int = Field(default=50, ge=1)
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,11 @@ class Verdict:
     reason: str | None
     #: Higher is better; used to pick among several candidate rewrites.
     score: float
+
+
+def protected_phrases(text: str) -> list[str]:
+    """Quoted passages and inline code in ``text``: they must appear verbatim in a rewrite."""
+    return [m.group(0) for m in _QUOTED.finditer(text)]
 
 
 def keyword_recall(original: str, rewrite: str) -> tuple[float, list[str]]:

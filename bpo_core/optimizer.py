@@ -5,30 +5,29 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import hashlib
 import logging
-import re
 import threading
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from bpo_core import waits
 from bpo_core.backends import Backend
 from bpo_core.cache import LRUCache, ResultCache, cache_key
+from bpo_core.config import OnError, OptimizerConfig
 from bpo_core.errors import BPOError, InvalidPromptError, OptimizerTimeoutError
-from bpo_core.formats import PromptFormat
-from bpo_core.generation import MODES, GenerationSettings, cut_at_markers, settings_for_mode
-from bpo_core.guard import GuardConfig, check
-from bpo_core.language import looks_english
-from bpo_core.result import OptimizationResult
-from bpo_core.spans import SplitPrompt, split_prompt
+from bpo_core.formats import PromptFormat, check_style
+from bpo_core.generation import GenerationSettings, settings_for_mode
+from bpo_core.result import FallbackKind, OptimizationResult
+from bpo_core.rewrite.clean import clean_rewrite
+from bpo_core.rewrite.round import run_round
 
 if TYPE_CHECKING:
     from bpo_core.batching import MicroBatcher
 
 logger = logging.getLogger("bpo_core")
 
-OnError = Literal["fallback", "raise"]
-_LABEL = re.compile(r"^\s*(?:\*\*)?(?:improved|optimized|optimised|rewritten|new)?\s*(?:prompt|instruction)\s*:(?:\*\*)?\s*", re.I)
+__all__ = ["BPOOptimizer", "OnError", "clean_rewrite", "resolve_optimizer", "validate_prompt"]
 
 
 def validate_prompt(prompt: Any, where: str = "prompt") -> str:
@@ -40,43 +39,40 @@ def validate_prompt(prompt: Any, where: str = "prompt") -> str:
     raise InvalidPromptError(f"{where} must be a str, got {type(prompt).__name__}: {prompt!r:.80}")
 
 
-def clean_rewrite(text: str, settings: GenerationSettings) -> str:
-    """Turn raw generated text into a prompt: cut markers, drop labels and wrapping quotes."""
-    text = cut_at_markers(text, settings.cut_prefixes) if settings.cut_prefixes else text.strip()
-    text = _LABEL.sub("", text, count=1).strip()
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'" and text.count(text[0]) == 2:
-        text = text[1:-1].strip()
-    return text
+def resolve_optimizer(optimizer: Any = None, **options: Any) -> BPOOptimizer:
+    """The optimizer a framework face uses: ``optimizer`` (or the embedded default) with ``options``
+    applied (``None`` values keep the optimizer's own); anything else is a ``TypeError``."""
+    if optimizer is None:
+        optimizer = BPOOptimizer.default()
+    elif not isinstance(optimizer, BPOOptimizer):
+        raise TypeError(f"optimizer must be a bpo_core.BPOOptimizer, got {type(optimizer).__name__}")
+    changes = {k: v for k, v in options.items() if v is not None}
+    return optimizer.with_options(**changes) if changes else optimizer
 
 
 class BPOOptimizer:
     """A prompt preference optimizer in front of any LLM.
 
     Build one with :meth:`default` (the embedded offline model), :meth:`from_pretrained`
-    (THUDM/BPO or any compatible causal LM) or from a ready :class:`~bpo_core.backends.Backend`.
+    (THUDM/BPO or any compatible causal LM), :meth:`from_chat_model`, :meth:`from_openai_compatible`
+    or from a ready :class:`~bpo_core.backends.Backend`.
 
-    ``optimize`` returns the rewritten prompt; ``rewrite`` returns an :class:`OptimizationResult`
-    saying whether it fell back and why. By default every failure (load error, generation error,
-    a rewrite the drift guard rejects) returns the original prompt and logs a warning; pass
-    ``on_error="raise"`` to get load and generation errors raised instead.
+    ``optimize`` returns the new prompt; ``rewrite`` returns an :class:`OptimizationResult` saying
+    what was done (``style``, ``addition``) or why the prompt was kept (``reason``, ``kind``).
 
-    Options:
-        mode: ``"greedy"`` (deterministic), ``"stable"`` or ``"aggressive"`` (the authors' modes).
-        rounds: optimize the output again this many times in all (the paper: 4 best for ChatGPT).
-        protect_context: keep everything after the first line verbatim; only the instruction is
-            optimized.
-        max_input_tokens: longer instructions pass through unchanged (documented, never an error).
-        n_best: sample this many candidates per prompt and keep the best by the guard's score.
-        timeout_s: a call that takes longer returns the original prompts (sync and async).
-        english_only: pass non-English prompts through unchanged (the optimizer is English-trained).
-        log_prompts: include prompt text in log messages (off: logs name only the kind of fallback).
-        cache: ``True`` (default) keeps an in-memory LRU of deterministic results; ``False`` turns
-            it off; or pass a cache object (e.g. :class:`~bpo_core.cache.SQLiteCache`).
-        cache_path: a SQLite file for a persistent cache shared by processes.
-        cache_sampling: also cache results of sampling modes (``stable``/``aggressive``).
-        micro_batching: coalesce concurrent single calls (threads, coroutines) into one batched
-            generation, waiting at most ``max_wait_ms`` for company, up to ``max_batch_size`` calls
-            (the backend decodes at most its own ``max_batch_size`` rows at once).
+    Faithfulness comes first. Pasted material (documents, code, data) is found wherever it sits
+    and never reaches the model; the prompt goes back with it byte for byte. ``style="augment"``
+    (the embedded default) keeps the whole prompt verbatim and appends a short complementary
+    instruction; ``style="rewrite"`` (THUDM/BPO, chat models) rewrites the instruction under a
+    guard that keeps every specific, invents none and keeps the kind of task. Whatever the guard
+    rejects, and every failure (load or generation errors, time-outs), leaves the prompt as it
+    was, with the reason; ``on_error="raise"`` raises errors and time-outs instead.
+
+    Options are the fields of :class:`~bpo_core.config.OptimizerConfig` (``style``, ``mode``,
+    ``rounds``, ``timeout_s``, ``micro_batching``, ...), passed as keywords and readable as
+    attributes (``optimizer.mode``). ``cache``: ``True`` (default) keeps an in-memory LRU of
+    deterministic results, ``False`` none, or pass a cache object; ``cache_path`` adds a SQLite
+    cache shared by processes. ``fmt`` overrides the model's prompt format.
     """
 
     def __init__(
@@ -84,49 +80,27 @@ class BPOOptimizer:
         backend: Backend | Callable[[], Backend],
         *,
         fmt: PromptFormat | None = None,
-        mode: str = "greedy",
-        rounds: int = 1,
-        max_new_tokens: int = 128,
-        seed: int | None = None,
-        on_error: OnError = "fallback",
-        guard: GuardConfig | None = None,
-        protect_context: bool = True,
-        max_input_tokens: int = 1024,
-        n_best: int = 1,
-        timeout_s: float | None = None,
-        english_only: bool = True,
-        log_prompts: bool = False,
         cache: bool | ResultCache = True,
         cache_path: str | None = None,
-        cache_sampling: bool = False,
-        micro_batching: bool = False,
-        max_wait_ms: float = 5.0,
-        max_batch_size: int = 64,
+        config: OptimizerConfig | None = None,
+        **options: Any,
     ) -> None:
-        _check_options(mode=mode, rounds=rounds, on_error=on_error, n_best=n_best, timeout_s=timeout_s)
+        base = config or OptimizerConfig()
+        self.config = base.with_updates(**options) if options else base
         self._shared = _BackendHolder(backend)
         self._fmt = fmt
-        self.mode = mode
-        self.rounds = rounds
-        self.max_new_tokens = max_new_tokens
-        self.seed = seed
-        self.on_error: OnError = on_error
-        self.guard = guard or GuardConfig()
-        self.protect_context = protect_context
-        self.max_input_tokens = max_input_tokens
-        self.n_best = n_best
-        self.timeout_s = timeout_s
-        self.english_only = english_only
-        self.log_prompts = log_prompts
         if cache_path is not None:
             from bpo_core.cache import SQLiteCache
 
             cache = SQLiteCache(cache_path)
         self.cache: ResultCache | None = LRUCache() if cache is True else (cache or None)
-        self.cache_sampling = cache_sampling
-        self.micro_batching = micro_batching
-        self.max_wait_ms = max_wait_ms
-        self.max_batch_size = max_batch_size
+
+    def __getattr__(self, name: str) -> Any:
+        # Options read as attributes: optimizer.mode, optimizer.rounds, ... (see OptimizerConfig).
+        config = self.__dict__.get("config")
+        if config is not None and name in type(config).model_fields:
+            return getattr(config, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     # ------------------------------------------------------------ constructors
     @classmethod
@@ -225,46 +199,47 @@ class BPOOptimizer:
         cls,
         llm: Any,
         *,
-        examples: Sequence[tuple[str, str]] | None = None,
-        system_prompt: str | None = None,
+        examples: Sequence[tuple[str, str]] | Mapping[str, Sequence[tuple[str, str]]] | None = None,
+        system_prompt: str | Mapping[str, str] | None = None,
         concurrency: int = 4,
         max_retries: int = 2,
+        call_timeout_s: float = 120.0,
         **options: Any,
     ) -> BPOOptimizer:
         """An optimizer that asks a chat model (OpenAI, Anthropic, Ollama, a local model, ...) to
-        rewrite prompts: the zero-training BPO path.
+        rewrite prompts or to write additions: the zero-training BPO path.
 
         ``llm``: a LangChain chat model, a LlamaIndex LLM wrapped by ``llamaindex_bpo.as_chat_model``,
-        or a function ``messages -> str``. The chat model gets a BPO meta-prompt and ``examples``
-        (default: five real BPO pairs) as few-shot turns. Protected context, the drift guard, the
-        cache, rounds and fallback work as with a local model; the chat model's own settings
-        (temperature, ...) decide how it samples, whatever ``mode`` says.
+        or a function ``messages -> str``. The chat model gets a meta-prompt per style and
+        ``examples`` (default: five faithful pairs per style) as few-shot turns; a plain list of
+        examples or a plain ``system_prompt`` string replaces the rewrite ones. Segmentation, the
+        faithfulness guard, the cache, rounds and fallback work as with a local model; the chat
+        model's own settings (temperature, ...) decide how it samples, whatever ``mode`` says.
+        Each call gets ``call_timeout_s`` and ``max_retries``.
         """
-        from bpo_core.backends.chat import CHAT_OPTIMIZER_SYSTEM, chat_backend
-        from bpo_core.pipeline.policy import CallPolicy
+        from bpo_core.backends.chat import chat_backend
+        from bpo_core.policy import CallPolicy
 
         backend = chat_backend(
             llm,
             examples=examples,
-            system_prompt=system_prompt or CHAT_OPTIMIZER_SYSTEM,
-            policy=CallPolicy(concurrency=concurrency, max_retries=max_retries, backoff_s=0.5),
+            system_prompt=system_prompt,
+            policy=CallPolicy(
+                concurrency=concurrency, max_retries=max_retries, backoff_s=0.5, timeout_s=call_timeout_s
+            ),
         )
         return cls(backend, **options)
 
     def with_options(self, **changes: Any) -> BPOOptimizer:
-        """A copy with other options, sharing this optimizer's (possibly loaded) model."""
+        """A copy with other options, sharing this optimizer's (possibly loaded) model and cache."""
         clone = object.__new__(type(self))
         clone.__dict__.update(self.__dict__)
-        for key, value in changes.items():
-            if key == "fmt":
-                clone._fmt = value
-            elif key in _CHECKED:
-                _check_options(**{key: value})
-                setattr(clone, key, value)
-            elif hasattr(clone, key) and not key.startswith("_"):
-                setattr(clone, key, value)
-            else:
-                raise TypeError(f"Unknown option {key!r}")
+        if "fmt" in changes:
+            clone._fmt = changes.pop("fmt")
+        if "cache" in changes:
+            cache = changes.pop("cache")
+            clone.cache = LRUCache() if cache is True else (cache or None)
+        clone.config = self.config.with_updates(**changes)
         return clone
 
     # --------------------------------------------------------------- accessors
@@ -284,8 +259,16 @@ class BPOOptimizer:
             )
         return self._fmt
 
+    @property
+    def style(self) -> str:
+        """The edit style in use: ``config.style``, or with ``"auto"`` the model's own (see OptimizerConfig)."""
+        if self.config.style != "auto":
+            return self.config.style
+        return check_style(getattr(self.backend, "default_style", "rewrite"))
+
     def settings(self, mode: str | None = None) -> GenerationSettings:
-        return settings_for_mode(mode or self.mode, max_new_tokens=self.max_new_tokens, seed=self.seed)
+        config = self.config
+        return settings_for_mode(mode or config.mode, max_new_tokens=config.max_new_tokens, seed=config.seed)
 
     # ------------------------------------------------------------------- sync
     def optimize(self, prompt: str, *, mode: str | None = None, rounds: int | None = None) -> str:
@@ -322,10 +305,10 @@ class BPOOptimizer:
         if isinstance(prompts, str) or not isinstance(prompts, Sequence):
             raise InvalidPromptError(f"prompts must be a list of str, got {type(prompts).__name__}")
         prompts = [validate_prompt(p, f"prompts[{i}]") for i, p in enumerate(prompts)]
-        if self.micro_batching and 0 < len(prompts) < self.max_batch_size:
+        if self.config.micro_batching and 0 < len(prompts) < self.config.max_batch_size:
             # Small batches join concurrent callers' batches; big ones are batches already.
             futures = [self._submit(p, mode, rounds) for p in prompts]
-            deadline = waits.deadline_after(self.timeout_s)
+            deadline = waits.deadline_after(self.config.timeout_s)
             try:
                 return [waits.wait_future(f, "a micro-batched rewrite", deadline=deadline) for f in futures]
             except OptimizerTimeoutError as exc:
@@ -338,29 +321,31 @@ class BPOOptimizer:
         """The caller stopped waiting: the original prompts (or the error with ``on_error="raise"``)."""
         for future in futures:
             future.cancel()  # not yet started: skip it
-        if self.on_error == "raise":
+        if self.config.on_error == "raise":
             raise exc
         logger.warning("BPO optimizer timed out; using the original prompts: %s", exc)
-        return [OptimizationResult(p, p, True, f"timed out: {exc}") for p in prompts]
+        return [OptimizationResult(p, p, True, f"timed out: {exc}", kind=FallbackKind.TIMEOUT) for p in prompts]
 
     def _rewrite_direct(self, prompts: list[str], mode: str | None, rounds: int | None) -> list[OptimizationResult]:
-        _check_options(mode=mode, rounds=rounds)
-        n_rounds = self.rounds if rounds is None else rounds
+        _check_call(mode, rounds)
+        n_rounds = self.config.rounds if rounds is None else rounds
         settings = self.settings(mode)
-        if self.timeout_s is None:
+        timeout_s = self.config.timeout_s
+        if timeout_s is None:
             return self._run_rounds(prompts, settings, n_rounds)
         # Generation stops itself soon after the deadline (max_time); the caller does not wait.
-        settings = settings.model_copy(update={"max_time": self.timeout_s})
+        settings = settings.model_copy(update={"max_time": timeout_s})
         future = _timeout_pool().submit(self._run_rounds, prompts, settings, n_rounds)
         try:
             return waits.wait_future(
-                future, f"BPO optimization (timeout_s={self.timeout_s})", deadline=waits.deadline_after(self.timeout_s)
+                future, f"BPO optimization (timeout_s={timeout_s})", deadline=waits.deadline_after(timeout_s)
             )
         except OptimizerTimeoutError as exc:
             return self._timed_out(prompts, [future], exc)
 
     def _run_rounds(self, prompts: list[str], settings: GenerationSettings, n_rounds: int) -> list[OptimizationResult]:
-        use_cache = self.cache is not None and (settings.deterministic or self.cache_sampling)
+        cache = self.cache
+        use_cache = cache is not None and (settings.deterministic or self.config.cache_sampling)
         keys: list[str] = []
         if use_cache:
             try:
@@ -368,38 +353,52 @@ class BPOOptimizer:
                 keys = [cache_key(prefix, p) for p in prompts]
             except BPOError:  # the model failed to load: _compute falls back (or raises)
                 use_cache = False
-        cached = [self.cache.get(k) for k in keys] if use_cache else [None] * len(prompts)  # type: ignore[union-attr]
+        cached = [cache.get(k) for k in keys] if use_cache and cache is not None else [None] * len(prompts)
         todo = [p for p, c in zip(prompts, cached) if c is None]
         fresh = iter(self._compute(todo, settings, n_rounds) if todo else [])
         results = [c if c is not None else next(fresh) for c in cached]
-        if use_cache:
+        if use_cache and cache is not None:
             for key, c, res in zip(keys, cached, results):
-                # Errors and time-outs are transient: never cache them.
-                if c is None and not (res.reason or "").startswith(("optimizer error", "timed out")):
-                    self.cache.put(key, res)  # type: ignore[union-attr]
+                if c is None and not (res.kind is not None and res.kind.transient):  # errors may pass: never cache them
+                    cache.put(key, res)
         return results
 
     def _compute(self, prompts: list[str], settings: GenerationSettings, n_rounds: int) -> list[OptimizationResult]:
         results = [OptimizationResult(p, p) for p in prompts]
+        try:
+            backend, fmt, style = self.backend, self.fmt, self.style
+        except BPOError as exc:  # the model failed to load
+            if self.config.on_error == "raise":
+                raise
+            logger.warning("BPO optimizer failed to load; using the original prompts: %s", type(exc).__name__)
+            return [OptimizationResult(p, p, True, f"optimizer error: {exc}", kind=FallbackKind.ERROR) for p in prompts]
         for _ in range(n_rounds):
-            results = self._one_round(results, settings)
+            # An addition is made once: prompts that got one leave the later rounds.
+            todo = [i for i, r in enumerate(results) if r.style != "augment"]
+            if not todo:
+                break
+            done = run_round(
+                [results[i] for i in todo], backend=backend, fmt=fmt, config=self.config, style=style, settings=settings
+            )
+            for i, res in zip(todo, done):
+                results[i] = res
         return results
 
     def _key_prefix(self, settings: GenerationSettings, n_rounds: int) -> str:
-        """Digest of everything but the prompt that changes a rewrite."""
+        """Digest of everything but the prompt that changes a result."""
         fmt = self.fmt
+        style = self.style
         return cache_key(
             self._shared.name(),
             type(fmt).__name__,
-            fmt.template,
+            style,
+            fmt.with_style(style).template,
+            fmt.with_style("augment").template if style == "rewrite" else None,
             getattr(fmt, "history", ()),
             settings.model_dump(exclude={"max_time"}),
-            self.guard.model_dump(),
-            self.protect_context,
-            self.english_only,
-            self.max_input_tokens,
-            self.n_best,
+            self.config.result_key(),
             n_rounds,
+            _segmenter_version(),
         )
 
     # ------------------------------------------------------------------ async
@@ -428,10 +427,10 @@ class BPOOptimizer:
     async def arewrite_batch(
         self, prompts: Sequence[str], *, mode: str | None = None, rounds: int | None = None
     ) -> list[OptimizationResult]:
-        if self.micro_batching and not isinstance(prompts, str) and 0 < len(prompts) < self.max_batch_size:
+        if self.config.micro_batching and not isinstance(prompts, str) and 0 < len(prompts) < self.config.max_batch_size:
             valid = [validate_prompt(p, f"prompts[{i}]") for i, p in enumerate(prompts)]
             futures = [self._submit(p, mode, rounds) for p in valid]
-            deadline = waits.deadline_after(self.timeout_s)
+            deadline = waits.deadline_after(self.config.timeout_s)
             try:
                 return [await waits.await_future(f, "a micro-batched rewrite", deadline=deadline) for f in futures]
             except OptimizerTimeoutError as exc:
@@ -446,138 +445,47 @@ class BPOOptimizer:
 
     # -------------------------------------------------------------- internals
     def _submit(self, prompt: str, mode: str | None, rounds: int | None) -> concurrent.futures.Future[OptimizationResult]:
-        _check_options(mode=mode, rounds=rounds)
-        batcher = self._shared.get_batcher(self.max_wait_ms, self.max_batch_size)
+        _check_call(mode, rounds)
+        batcher = self._shared.get_batcher(self.config.max_wait_ms, self.config.max_batch_size)
         # Calls whose options give the same results share a batch, even from different optimizer
         # objects (each BPORunnable or with_options() copy is one) over the same model.
         return batcher.submit(_BatchGroup(self, mode, rounds), prompt)
-
-    def _one_round(self, previous: list[OptimizationResult], settings: GenerationSettings) -> list[OptimizationResult]:
-        """Optimize each result's current prompt once; keep the previous prompt on any failure."""
-        results = list(previous)
-        pending: dict[str, list[tuple[int, SplitPrompt]]] = {}
-        for i, res in enumerate(previous):
-            current = res.optimized
-            if not current.strip():
-                results[i] = _fallback(res, "blank prompt passed through unchanged")
-                continue
-            if self.english_only and not looks_english(current):
-                results[i] = _fallback(res, "non-English prompt passed through unchanged (english_only=True)")
-                continue
-            split = split_prompt(current) if self.protect_context else SplitPrompt("", current, "", "")
-            pending.setdefault(split.instruction, []).append((i, split))
-        if not pending:
-            return results
-
-        try:
-            backend = self.backend
-            too_long = {s for s in pending if backend.count_tokens(s) > self.max_input_tokens}
-            todo = [s for s in pending if s not in too_long]
-            rewrites = self._generate(backend, todo, settings) if todo else {}
-        except BPOError as exc:
-            if self.on_error == "raise":
-                raise
-            logger.warning(
-                "BPO optimizer failed; using the original prompts: %s", exc if self.log_prompts else type(exc).__name__
-            )
-            return [_fallback(r, f"optimizer error: {exc}") for r in results]
-
-        for instruction, places in pending.items():
-            if instruction in too_long:
-                reason = f"instruction longer than max_input_tokens={self.max_input_tokens}; passed through"
-                for i, _ in places:
-                    results[i] = _fallback(results[i], reason)
-                continue
-            rewrite, reason = rewrites[instruction]
-            for i, split in places:
-                res = results[i]
-                if reason is not None:
-                    # Reasons may quote the prompt; without log_prompts only their kind is logged.
-                    logger.info("BPO kept the prompt unchanged: %s", reason if self.log_prompts else reason.split(":")[0])
-                    results[i] = _fallback(res, reason)
-                else:
-                    new = split.with_instruction(rewrite)
-                    results[i] = OptimizationResult(res.original, new, False, None, (*res.history, new))
-        return results
-
-    def _generate(
-        self, backend: Backend, instructions: list[str], settings: GenerationSettings
-    ) -> dict[str, tuple[str, str | None]]:
-        """Rewrite each instruction; return ``{instruction: (rewrite, fallback_reason)}``."""
-        k = self.n_best
-        batch = [s for s in instructions for _ in range(k)]
-        if k > 1 and not settings.do_sample:
-            settings = settings_for_mode("aggressive", max_new_tokens=settings.max_new_tokens, seed=settings.seed)
-        raw = backend.generate(batch, self.fmt, settings)
-        out: dict[str, tuple[str, str | None]] = {}
-        for j, instruction in enumerate(instructions):
-            candidates = [clean_rewrite(t, settings) for t in raw[j * k : (j + 1) * k]]
-            verdicts = [check(instruction, c, self.guard) for c in candidates]
-            best = max(range(k), key=lambda c: (verdicts[c].ok, verdicts[c].score))
-            verdict = verdicts[best]
-            out[instruction] = (candidates[best], None if verdict.ok else verdict.reason)
-        return out
-
-
-_CHECKED = ("mode", "rounds", "on_error", "n_best", "timeout_s")
-
 
 @functools.lru_cache(maxsize=1)
 def _timeout_pool() -> concurrent.futures.ThreadPoolExecutor:
     return concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="bpo-timeout")
 
 
-def _check_options(
-    *,
-    mode: str | None = None,
-    rounds: Any = None,
-    on_error: str | None = None,
-    n_best: Any = None,
-    timeout_s: Any = None,
-) -> None:
-    if timeout_s is not None and (not isinstance(timeout_s, (int, float)) or timeout_s <= 0):
-        raise ValueError(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
-    if mode is not None and mode not in MODES:
-        raise ValueError(f"Unknown mode {mode!r}; expected one of {', '.join(MODES)}")
-    if rounds is not None and (not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 1):
-        raise ValueError(f"rounds must be an int >= 1, got {rounds!r}")
-    if on_error is not None and on_error not in ("fallback", "raise"):
-        raise ValueError(f"on_error must be 'fallback' or 'raise', got {on_error!r}")
-    if n_best is not None and (not isinstance(n_best, int) or n_best < 1):
-        raise ValueError(f"n_best must be an int >= 1, got {n_best!r}")
+def _check_call(mode: str | None, rounds: int | None) -> None:
+    """Per-call overrides get the same checks as the options."""
+    updates = {k: v for k, v in (("mode", mode), ("rounds", rounds)) if v is not None}
+    if updates:
+        _DEFAULT_CONFIG.with_updates(**updates)
 
 
-def _fallback(res: OptimizationResult, reason: str) -> OptimizationResult:
-    # Keep the best prompt reached so far (an earlier round's rewrite survives a later failure).
-    fell_back = res.optimized == res.original
-    return OptimizationResult(res.original, res.optimized, fell_back, reason, res.history)
+_DEFAULT_CONFIG = OptimizerConfig()
+
+
+@functools.lru_cache(maxsize=1)
+def _segmenter_version() -> str:
+    from bpo_core.rewrite.segment import WEIGHTS_PATH
+
+    return hashlib.sha256(WEIGHTS_PATH.read_bytes()).hexdigest()[:12]
 
 
 class _BatchGroup:
-    """Micro-batching key: equal for calls that may share one batched generation."""
+    """Micro-batching key: equal for calls that may share one batched generation.
+
+    Calls share a batch when everything that decides their results is equal, even from different
+    optimizer objects (each BPORunnable or ``with_options()`` copy is one) over the same model.
+    """
 
     __slots__ = ("optimizer", "mode", "rounds", "_signature")
 
     def __init__(self, optimizer: BPOOptimizer, mode: str | None, rounds: int | None) -> None:
         self.optimizer, self.mode, self.rounds = optimizer, mode, rounds
-        o = optimizer
-        self._signature = (
-            id(o.cache),
-            o._fmt,
-            mode or o.mode,
-            o.rounds if rounds is None else rounds,
-            o.max_new_tokens,
-            o.seed,
-            o.on_error,
-            o.guard.model_dump_json(),
-            o.protect_context,
-            o.max_input_tokens,
-            o.n_best,
-            o.timeout_s,
-            o.english_only,
-            o.log_prompts,
-            o.cache_sampling,
-        )
+        config = optimizer.config
+        self._signature = (id(optimizer.cache), optimizer._fmt, config, mode or config.mode, rounds or config.rounds)
 
     def __hash__(self) -> int:
         return hash(self._signature)

@@ -4,8 +4,9 @@ Endpoints:
 * ``POST /v1/completions`` — OpenAI-compatible text completions (``prompt`` a string or a list);
   what :meth:`BPOOptimizer.from_openai_compatible` and other OpenAI clients call. Concurrent
   requests are micro-batched into one generation.
-* ``POST /v1/optimize`` — the whole BPO pipeline server-side (template, guard, cache):
-  ``{"prompts": [...], "mode": "greedy", "rounds": 1}`` -> ``{"results": [...]}``.
+* ``POST /v1/optimize`` — the whole BPO pipeline server-side (segmentation, template, guard,
+  cache): ``{"prompts": [...], "style": "augment", "mode": "greedy", "rounds": 1}`` ->
+  ``{"results": [...]}`` (each with ``optimized``, ``style``, ``addition``, ``reason``).
 * ``GET /v1/models``, ``GET /health``.
 """
 
@@ -43,6 +44,9 @@ class RawFormat:
     def with_history(self, history: Any) -> RawFormat:
         return self
 
+    def with_style(self, style: str) -> RawFormat:
+        return self
+
 
 class CompletionRequest(BaseModel):
     model: str | None = None
@@ -58,6 +62,7 @@ class OptimizeRequest(BaseModel):
     prompts: list[str]
     mode: str | None = None
     rounds: int | None = Field(default=None, ge=1)
+    style: str | None = None
 
 
 def create_app(
@@ -138,8 +143,9 @@ def create_app(
     @app.post("/v1/optimize")
     async def optimize(req: OptimizeRequest) -> Any:
         try:
+            target = optimizer.with_options(style=req.style) if req.style else optimizer
             results = await asyncio.wait_for(
-                optimizer.arewrite_batch(req.prompts, mode=req.mode, rounds=req.rounds), request_timeout_s
+                target.arewrite_batch(req.prompts, mode=req.mode, rounds=req.rounds), request_timeout_s
             )
         except (InvalidPromptError, ValueError) as exc:
             raise HTTPException(400, str(exc)) from exc

@@ -1,16 +1,17 @@
-"""LangChain face of bpo-prompt: ``prompt | BPORunnable() | llm`` and ``BPOMiddleware`` for agents."""
+"""LangChain face of bpo-prompt: ``prompt | BPORunnable() | llm``, ``BPOChatModel(llm=...)`` and ``BPOMiddleware`` for agents."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from langchain_bpo.chat_model import BPOChatModel
 from langchain_bpo.inputs import ORIGINAL_KEY
 from langchain_bpo.runnable import BPORunnable
 
 if TYPE_CHECKING:
     from langchain_bpo.middleware import BPOMiddleware
 
-__all__ = ["BPORunnable", "BPOMiddleware", "ORIGINAL_KEY"]
+__all__ = ["BPORunnable", "BPOChatModel", "BPOMiddleware", "ORIGINAL_KEY"]
 
 
 def __getattr__(name: str) -> Any:

@@ -32,14 +32,18 @@ class BPOMiddleware(AgentMiddleware):
         *,
         mode: str | None = None,
         rounds: int | None = None,
+        style: str | None = None,
         history_turns: int = 0,
     ):
-        """``history_turns``: give the optimizer this many earlier human/AI turns as context."""
+        """``history_turns``: give the optimizer this many earlier human/AI turns as context;
+        ``style``: ``"augment"`` or ``"rewrite"`` (``None``: the optimizer's own setting)."""
         super().__init__()
         self.history_turns = history_turns
         if optimizer is not None and not isinstance(optimizer, BPOOptimizer):
             raise TypeError(f"optimizer must be a bpo_core.BPOOptimizer, got {type(optimizer).__name__}")
         self.optimizer = optimizer if optimizer is not None else BPOOptimizer.default()
+        if style is not None:
+            self.optimizer = self.optimizer.with_options(style=style)
         self.mode = mode
         self.rounds = rounds
 

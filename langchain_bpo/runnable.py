@@ -39,13 +39,16 @@ class BPORunnable(RunnableSerializable[Any, Any]):
     event loop. Each rewrite is reported as a ``bpo_rewrite`` custom event (visible in
     ``astream_events`` and callback handlers) with the original, the rewrite and any fallback reason.
 
-    ``mode`` and ``rounds`` can be made configurable at run time::
+    ``style``, ``mode`` and ``rounds`` can be made configurable at run time::
 
         BPORunnable().configurable_fields(mode=ConfigurableField(id="bpo_mode"))
     """
 
     optimizer: Any = Field(default=None, exclude=True, repr=False)
     """A :class:`bpo_core.BPOOptimizer`; ``None`` uses the embedded default (loaded on first use)."""
+    style: Literal["auto", "augment", "rewrite"] | None = None
+    """``augment`` keeps the prompt verbatim and appends guidance; ``rewrite`` rewrites the
+    instruction under the faithfulness guard; ``None`` keeps the optimizer's own setting."""
     mode: Mode = "greedy"
     """Decoding mode: ``greedy``, ``stable`` or ``aggressive``."""
     rounds: int = Field(default=1, ge=1)
@@ -64,7 +67,10 @@ class BPORunnable(RunnableSerializable[Any, Any]):
             base = self.optimizer if self.optimizer is not None else BPOOptimizer.default()
             if not isinstance(base, BPOOptimizer):
                 raise TypeError(f"optimizer must be a bpo_core.BPOOptimizer, got {type(base).__name__}")
-            self._resolved = base.with_options(on_error=self.on_error)
+            options: dict[str, Any] = {"on_error": self.on_error}
+            if self.style is not None:
+                options["style"] = self.style
+            self._resolved = base.with_options(**options)
         return self._resolved
 
     # ----------------------------------------------------------------- core work

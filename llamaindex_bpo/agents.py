@@ -66,11 +66,15 @@ class BPOAgent:
     the agent. Chat history, memory and context are passed through untouched.
     """
 
-    def __init__(self, agent: Any, optimizer: BPOOptimizer | None = None, *, mode: str | None = None):
+    def __init__(
+        self, agent: Any, optimizer: BPOOptimizer | None = None, *, mode: str | None = None, style: str | None = None
+    ):
         if not hasattr(agent, "run"):
             raise TypeError(f"agent must have a run() method, got {type(agent).__name__}")
         self.agent = agent
         self.optimizer = _check(optimizer)
+        if style is not None:
+            self.optimizer = self.optimizer.with_options(style=style)
         self.mode = mode
         self.last_result: OptimizationResult | None = None
 

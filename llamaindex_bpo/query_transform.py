@@ -42,14 +42,18 @@ class BPOQueryTransform(BaseQueryTransform):
         embed_with: EmbedWith = "original",
         mode: str | None = None,
         rounds: int | None = None,
+        style: str | None = None,
         cache_size: int = 256,
     ) -> None:
+        """``style``: ``"augment"`` or ``"rewrite"`` (``None``: the optimizer's own setting)."""
         super().__init__()
         if embed_with not in ("original", "optimized", "both"):
             raise ValueError(f"embed_with must be 'original', 'optimized' or 'both', got {embed_with!r}")
         if optimizer is not None and not isinstance(optimizer, BPOOptimizer):
             raise TypeError(f"optimizer must be a bpo_core.BPOOptimizer, got {type(optimizer).__name__}")
         self._optimizer = optimizer if optimizer is not None else BPOOptimizer.default()
+        if style is not None:
+            self._optimizer = self._optimizer.with_options(style=style)
         self._embed_with: EmbedWith = embed_with
         self._mode = mode
         self._rounds = rounds

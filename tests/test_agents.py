@@ -145,7 +145,8 @@ def test_history_is_given_to_optimizer_as_context(backend):
     mw = BPOMiddleware(BPOOptimizer(spy, max_new_tokens=24), history_turns=2)
     state = {"messages": [HumanMessage("I am planning a trip to Japan"), AIMessage("Great!"), HumanMessage("what should I pack?")]}
     update = mw.before_agent(state, None)
-    assert spy.calls == [["what should I pack?"]]  # only the newest turn is rewritten
+    # Only the newest turn goes to the model (a rejected rewrite may be followed by an addition).
+    assert spy.calls and all(call == ["what should I pack?"] for call in spy.calls)
     if update:
         assert update["messages"][0].additional_kwargs[ORIGINAL_KEY] == "what should I pack?"
     res = BPOOptimizer(backend, max_new_tokens=24).rewrite("what should I pack?", history=[("human", "trip to Japan")])

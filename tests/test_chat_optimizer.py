@@ -25,14 +25,14 @@ QUESTION = "why is regular exercise good"
 REWRITE = "why is regular exercise good? Please explain step by step with examples."
 
 
-def test_meta_prompt_and_real_bpo_examples():
+def test_meta_prompt_and_faithful_examples():
     optimizer = BPOOptimizer.from_chat_model(Rewriter())
     messages = optimizer.backend.messages(QUESTION, optimizer.fmt)
     examples = default_examples()
     assert len(examples) == 5 and messages[0] == ("system", CHAT_OPTIMIZER_SYSTEM)
     assert messages[1] == ("user", USER_TEMPLATE.format(prompt=examples[0][0])) and messages[2] == ("assistant", examples[0][1])
     assert messages[-1] == ("user", USER_TEMPLATE.format(prompt=QUESTION))
-    # The examples are real BPO pairs, never from the test split.
+    # The examples are judged-faithful pairs of the committed training set, never from the test split.
     import json
 
     from bpo_core.datasets import test_set_path
@@ -45,8 +45,12 @@ def test_rewrites_with_guard_context_and_cache():
     llm = Rewriter()
     optimizer = BPOOptimizer.from_chat_model(llm)
     assert optimizer.optimize(QUESTION) == REWRITE
-    # Protected context: only the first line goes to the chat model; the rest is kept verbatim.
-    assert optimizer.optimize(QUESTION + "\nContext: I am 70 years old.") == REWRITE + "\nContext: I am 70 years old."
+    # Pasted material never reaches the chat model and comes back byte for byte.
+    code = "```python\nprint(sum(range(10)))\n```"
+    seen = []
+    spy = BPOOptimizer.from_chat_model(lambda messages: seen.append(messages[-1][1]) or f"{messages[-1][1].split(':', 1)[1].strip()}\nWalk through it line by line.")
+    assert spy.optimize(f"Explain this code:\n\n{code}") == f"Explain this code:\n\n{code}\nWalk through it line by line."
+    assert seen == [USER_TEMPLATE.format(prompt="Explain this code:\n\n[pasted code]")]
     from tests import pipeline_fakes
 
     calls = pipeline_fakes.CALLS["rewriter"]
@@ -126,3 +130,23 @@ async def test_llamaindex_chat_wrapper_async():
         chat.complete([("tool", "x")])
     with pytest.raises(TypeError, match="LlamaIndex LLM"):
         as_chat_model("gpt-4")  # type: ignore[arg-type]
+
+
+def test_chat_model_writes_additions_with_its_own_meta_prompt():
+    from bpo_core.backends.chat import CHAT_AUGMENT_SYSTEM
+
+    seen: list[Any] = []
+
+    def model(messages: Any) -> str:
+        seen.append(messages)
+        return "Cover the main benefits for the heart, mood and sleep, with an example of each."
+
+    optimizer = BPOOptimizer.from_chat_model(model, style="augment")
+    result = optimizer.rewrite(QUESTION)
+    assert result.optimized == QUESTION + "\n\n" + "Cover the main benefits for the heart, mood and sleep, with an example of each."
+    assert result.style == "augment" and result.addition.startswith("Cover")
+    system, *turns = seen[0]
+    assert system == ("system", CHAT_AUGMENT_SYSTEM)
+    assert turns[1] == ("assistant", default_examples("augment")[0][1]) and turns[-1] == ("user", USER_TEMPLATE.format(prompt=QUESTION))
+    nothing = BPOOptimizer.from_chat_model(lambda messages: "(none)", style="augment").rewrite("thanks, that was all")
+    assert nothing.optimized == "thanks, that was all" and nothing.kind.value == "nothing_to_add"

@@ -25,7 +25,7 @@ from bpo_core.pipeline.construct import (
     teacher_prompt,
 )
 from bpo_core.pipeline.feedback import read_feedback, split_dialogue
-from bpo_core.pipeline.policy import CallPolicy, Caller, RateLimiter
+from bpo_core.policy import CallPolicy, Caller, RateLimiter
 from bpo_core.training import load_pairs
 from tests import pipeline_fakes
 

@@ -10,7 +10,13 @@ from bpo_core.generation import GenerationSettings
 
 @runtime_checkable
 class Backend(Protocol):
-    """A model that completes wrapped prompts, many at a time."""
+    """A model that completes wrapped prompts, many at a time.
+
+    Optional attributes the optimizer reads when present: ``default_format`` (the
+    :class:`~bpo_core.formats.PromptFormat` the model was trained or prompted with) and
+    ``default_style`` (``"augment"`` or ``"rewrite"``, what ``style="auto"`` means for this model;
+    ``"rewrite"`` when absent).
+    """
 
     #: Identifies the model weights (used in cache keys).
     name: str

@@ -68,6 +68,11 @@ class HFBackend:
     thread-safe).
     """
 
+    #: ``style="auto"`` rewrites (THUDM/BPO and most checkpoints); the embedded model augments.
+    default_style = "rewrite"
+    #: ``None``: the optimizer picks the format from the checkpoint (see ``formats.format_for``).
+    default_format: PromptFormat | None = None
+
     def __init__(
         self,
         model: PreTrainedModel,
@@ -144,7 +149,7 @@ class HFBackend:
                     hint = " (only safetensors weights are loaded by default; pass allow_pickle=True if you trust pickle files)"
                 raise ModelLoadError(f"Could not load optimizer model {path!r}: {exc}{hint}") from exc
             if adapter is not None:
-                model = _merge_adapter(model, adapter)
+                model = merge_adapter(model, adapter)
             model.to(target)
             return cls(
                 model,
@@ -354,7 +359,7 @@ def _adapter_base(adapter: str) -> str:
     base = config.get("base_model_name_or_path")
     if not base:
         raise ModelLoadError(f"{adapter}/adapter_config.json names no base_model_name_or_path")
-    from bpo_core.training.sft import EMBEDDED_BASE_ID
+    from bpo_core.embedded import EMBEDDED_BASE_ID
 
     if base == EMBEDDED_BASE_ID:  # adapters trained on the embedded model name it, not a path
         from bpo_core.embedded import converted_base_dir
@@ -363,7 +368,7 @@ def _adapter_base(adapter: str) -> str:
     return str(base)
 
 
-def _merge_adapter(model: PreTrainedModel, adapter: str | os.PathLike[str]) -> PreTrainedModel:
+def merge_adapter(model: PreTrainedModel, adapter: str | os.PathLike[str]) -> PreTrainedModel:
     try:
         from peft import PeftModel
     except ImportError as exc:  # pragma: no cover - peft is a core dependency

@@ -28,7 +28,7 @@ from bpo_core.chat import ChatModel, Message
 from bpo_core.datasets import EvalItem
 from bpo_core.errors import DataFormatError
 from bpo_core.pipeline.journal import Journal
-from bpo_core.pipeline.policy import Caller, CallPolicy
+from bpo_core.policy import Caller, CallPolicy
 
 #: The authors' pair-v2 judge prompt (gpt4_score.py), verbatim.
 PAIR_V2_SYSTEM = (

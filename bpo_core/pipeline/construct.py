@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict
 from bpo_core.chat import ChatModel
 from bpo_core.pipeline.feedback import Feedback, Skipped
 from bpo_core.pipeline.journal import Journal
-from bpo_core.pipeline.policy import Caller, CallPolicy
+from bpo_core.policy import Caller, CallPolicy
 
 # The authors' prompts, verbatim (chatgpt_infer.py); .format(instruction, context, bad, good).
 CTX_PROMPT = """instruction: "{}"

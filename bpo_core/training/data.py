@@ -7,7 +7,9 @@ Accepted records (JSON array, JSONL, or a Hugging Face ``datasets`` dataset):
   ``final_input`` -> ``optimized_prompt``;
 * the authors' training format: ``{"paragraph": [{"q": ..., "a": ...}]}``;
 * ``bpo construct`` output (``instruction`` + ``context`` -> ``optimized_instruction``, or
-  ``prompt`` -> ``optimized_prompt``).
+  ``prompt`` -> ``optimized_prompt``);
+* style pairs (``training_data/faithful/pairs.jsonl``): ``prompt``, ``target``, ``style``
+  (``augment``: the target is the text to append, possibly empty; ``rewrite``: the new prompt).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ class Pair:
     prompt: str
     optimized: str
     source: str = ""
+    #: ``rewrite`` (``optimized`` replaces the prompt) or ``augment`` (it is appended; may be empty).
+    style: str = "rewrite"
 
 
 def _ngrams(text: str, n: int = 4) -> set[tuple[str, ...]]:
@@ -38,6 +42,8 @@ def _ngrams(text: str, n: int = 4) -> set[tuple[str, ...]]:
 
 def _pair_from_record(rec: Mapping[str, Any], where: str) -> Pair | None:
     """Map one record to a pair; ``None`` when it is well-formed but unusable for training."""
+    if "target" in rec and "style" in rec:
+        return _style_pair(rec, where)
     if "paragraph" in rec:
         para = rec["paragraph"]
         if not isinstance(para, list) or not para or not isinstance(para[0], Mapping):
@@ -65,6 +71,20 @@ def _pair_from_record(rec: Mapping[str, Any], where: str) -> Pair | None:
         if not value.strip():
             raise DataFormatError(f"{where}: field {field!r} is empty")
     return Pair(prompt.strip(), target.strip(), str(rec.get("source", "")))
+
+
+def _style_pair(rec: Mapping[str, Any], where: str) -> Pair:
+    from bpo_core.formats import STYLES
+
+    style, prompt, target = rec.get("style"), rec.get("prompt"), rec.get("target")
+    if style not in STYLES:
+        raise DataFormatError(f"{where}: field 'style' must be one of {', '.join(STYLES)}, got {style!r}")
+    for field, value in (("prompt", prompt), ("target", target)):
+        if not isinstance(value, str):
+            raise DataFormatError(f"{where}: field {field!r} must be a string, got {type(value).__name__}")
+    if not prompt.strip() or (style == "rewrite" and not target.strip()):  # an augment may add nothing
+        raise DataFormatError(f"{where}: field {'prompt' if not prompt.strip() else 'target'!r} is empty")
+    return Pair(prompt.strip(), target.strip(), str(rec.get("source", "")), style)
 
 
 def pairs_from_records(records: Iterable[Mapping[str, Any]], origin: str = "<records>") -> list[Pair]:

@@ -18,13 +18,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from bpo_core.atomic import atomic_dir
+from bpo_core.embedded import EMBEDDED_BASE_ID
 from bpo_core.formats import ChatFormat, InstFormat, PromptFormat
 from bpo_core.training.data import Pair
 
 logger = logging.getLogger(__name__)
 
-#: Written into adapters trained on the embedded base, so they stay portable across machines.
-EMBEDDED_BASE_ID = "embedded:smollm2-135m-instruct"
 TRAINING_INFO = "bpo_training.json"
 
 
@@ -78,7 +77,7 @@ def tokenize_pairs(pairs: list[Pair], tokenizer: Any, fmt: PromptFormat, max_len
     eos = tokenizer.eos_token_id
     rows = []
     for pair in pairs:
-        prompt_ids = fmt.encode(pair.prompt, tokenizer)
+        prompt_ids = fmt.with_style(pair.style).encode(pair.prompt, tokenizer)
         target_ids = list(tokenizer(pair.optimized, add_special_tokens=False)["input_ids"]) + [eos]
         if len(prompt_ids) + len(target_ids) > max_length:
             continue
@@ -103,7 +102,7 @@ def split_pairs(pairs: list[Pair], eval_fraction: float, seed: int) -> tuple[lis
 def _data_hash(pairs: list[Pair]) -> str:
     h = hashlib.sha256()
     for p in pairs:
-        h.update(p.prompt.encode() + b"\0" + p.optimized.encode() + b"\1")
+        h.update(p.style.encode() + b"\2" + p.prompt.encode() + b"\0" + p.optimized.encode() + b"\1")
     return h.hexdigest()[:16]
 
 
@@ -185,6 +184,7 @@ def train(pairs: list[Pair], config: TrainConfig) -> dict[str, Any]:
         "base": config.base,
         "format": type(fmt).__name__,
         "template": fmt.template,
+        "styles": sorted({p.style for p in pairs}),
         "config": config.model_dump(),
         "data_sha256_16": _data_hash(pairs),
         "metrics": metrics,

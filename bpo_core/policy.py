@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import threading
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -92,11 +93,37 @@ class Caller:
         raise AssertionError("unreachable")  # pragma: no cover
 
 
+def _within(fn: Callable[[], T], timeout_s: float | None, what: str) -> T:
+    if timeout_s is None:
+        return fn()
+    box: dict[str, Any] = {}
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # handed to the caller below
+            box["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="bpo-call", daemon=True).start()
+    if not done.wait(timeout_s):
+        raise TimeoutError(f"{what} took longer than {timeout_s}s")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
 def retry_sync(fn: Callable[[], T], policy: CallPolicy, what: str = "call") -> T:
-    """Synchronous retry with the same backoff as :class:`Caller` (no concurrency limit)."""
+    """Synchronous retry with the same backoff as :class:`Caller` (no concurrency limit).
+
+    With ``policy.timeout_s`` each attempt runs on a thread of its own and is abandoned (it cannot
+    be interrupted) once it takes longer; the caller moves on.
+    """
     for attempt in range(policy.max_retries + 1):
         try:
-            return fn()
+            return _within(fn, policy.timeout_s, what)
         except Exception as exc:
             delay = policy.retry_delay(attempt, exc, what)
             if delay is None:

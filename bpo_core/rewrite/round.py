@@ -1,0 +1,201 @@
+"""One round of the rewrite path: segment -> generate -> clean -> guard -> assemble.
+
+Each stage is its own module (``segment``, ``clean``, ``faithfulness``, ``assemble``); this one
+runs them over a batch. Prompts that need no model (blank, non-English, material that cannot be
+told apart, too long) are settled first; the rest are deduplicated by what the model sees (the
+*view*: the instruction with material as placeholders) and generated in one batch per style.
+
+``style="rewrite"``: a rewrite the guard rejects falls back to an addition (one more batch, for
+the rejected prompts only) or to the original, as ``rewrite_fallback`` says.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bpo_core.backends import Backend
+from bpo_core.config import OptimizerConfig
+from bpo_core.errors import BPOError
+from bpo_core.formats import PromptFormat
+from bpo_core.generation import GenerationSettings, settings_for_mode
+from bpo_core.language import looks_english
+from bpo_core.result import FallbackKind, OptimizationResult
+from bpo_core.rewrite.assemble import append_addition, replace_instruction
+from bpo_core.rewrite.clean import clean_addition, clean_rewrite
+from bpo_core.rewrite.faithfulness import Verdict, check_addition, check_rewrite
+from bpo_core.rewrite.segment import Segmentation, Span, default_model, segment
+
+logger = logging.getLogger("bpo_core")
+
+#: An addition is short (about 40 words); its generation budget is capped accordingly.
+ADDITION_MAX_NEW_TOKENS = 80
+
+
+@dataclass(frozen=True)
+class _Job:
+    index: int
+    seg: Segmentation
+    view: str
+
+
+def fallback(res: OptimizationResult, kind: FallbackKind, reason: str) -> OptimizationResult:
+    """Keep the best prompt reached so far (an earlier round's rewrite survives a later failure)."""
+    unchanged = res.optimized == res.original
+    fell_back = unchanged and kind is not FallbackKind.NOTHING_TO_ADD
+    return OptimizationResult(
+        res.original, res.optimized, fell_back, reason, res.history, None if unchanged else res.style, res.addition, kind
+    )
+
+
+def run_round(
+    previous: list[OptimizationResult],
+    *,
+    backend: Backend,
+    fmt: PromptFormat,
+    config: OptimizerConfig,
+    style: str,
+    settings: GenerationSettings,
+) -> list[OptimizationResult]:
+    """Optimize each result's current prompt once in ``style``; keep the previous prompt on any failure."""
+    results = list(previous)
+    jobs: list[_Job] = []
+    for i, res in enumerate(previous):
+        settled = _prepare(res, config)
+        if isinstance(settled, OptimizationResult):
+            results[i] = settled
+        else:
+            jobs.append(_Job(i, settled, settled.view()))
+    if not jobs:
+        return results
+    try:
+        too_long = {j.view for j in jobs if backend.count_tokens(j.view) > config.max_input_tokens}
+        for job in [j for j in jobs if j.view in too_long]:
+            reason = f"instruction longer than max_input_tokens={config.max_input_tokens}; passed through"
+            results[job.index] = fallback(results[job.index], FallbackKind.TOO_LONG, reason)
+        jobs = [j for j in jobs if j.view not in too_long]
+        if style == "rewrite":
+            rejected = _rewrite(jobs, results, backend, fmt, config, settings)
+            if config.rewrite_fallback == "augment":
+                _augment(rejected, results, backend, fmt, config, settings, because=True)
+        else:
+            _augment(jobs, results, backend, fmt, config, settings, because=False)
+    except BPOError as exc:
+        if config.on_error == "raise":
+            raise
+        logger.warning(
+            "BPO optimizer failed; using the original prompts: %s", exc if config.log_prompts else type(exc).__name__
+        )
+        kind = FallbackKind.TIMEOUT if isinstance(exc, TimeoutError) else FallbackKind.ERROR
+        for job in jobs:
+            if results[job.index] is previous[job.index]:
+                results[job.index] = fallback(previous[job.index], kind, f"optimizer error: {exc}")
+    return results
+
+
+def _prepare(res: OptimizationResult, config: OptimizerConfig) -> Segmentation | OptimizationResult:
+    """The prompt's segmentation, or the settled result of a prompt no model needs to see."""
+    current = res.optimized
+    if not current.strip():
+        return fallback(res, FallbackKind.BLANK, "blank prompt passed through unchanged")
+    if config.english_only and not looks_english(current):
+        return fallback(res, FallbackKind.NON_ENGLISH, "non-English prompt passed through unchanged (english_only=True)")
+    if not config.protect_context:
+        return Segmentation(current, (Span("instruction", 0, len(current)),), 1.0)
+    seg = segment(current)
+    if seg.has_material and seg.confidence < default_model().min_confidence:
+        return fallback(
+            res,
+            FallbackKind.UNSEGMENTED,
+            f"could not tell the instruction from the pasted material with confidence ({seg.confidence:.2f}); passed through",
+        )
+    return seg
+
+
+def _candidates(
+    views: list[str], backend: Backend, fmt: PromptFormat, settings: GenerationSettings, n_best: int
+) -> list[list[str]]:
+    """``n_best`` raw generations per view (sampled when more than one)."""
+    batch = [v for v in views for _ in range(n_best)]
+    if n_best > 1 and not settings.do_sample:
+        settings = settings_for_mode("stable", max_new_tokens=settings.max_new_tokens, seed=settings.seed)
+    raw = backend.generate(batch, fmt, settings)
+    return [raw[k * n_best : (k + 1) * n_best] for k in range(len(views))]
+
+
+def _pick(candidates: list[str], judge: Callable[[str], Verdict]) -> tuple[str, Verdict]:
+    verdicts = [judge(c) for c in candidates]
+    best = max(range(len(candidates)), key=lambda k: (verdicts[k].ok, verdicts[k].score))
+    return candidates[best], verdicts[best]
+
+
+def _rewrite(
+    jobs: list[_Job],
+    results: list[OptimizationResult],
+    backend: Backend,
+    fmt: PromptFormat,
+    config: OptimizerConfig,
+    settings: GenerationSettings,
+) -> list[_Job]:
+    """Rewrite each job's instruction; return the jobs whose rewrite the guard rejected."""
+    views = list(dict.fromkeys(j.view for j in jobs))
+    raw = dict(zip(views, _candidates(views, backend, fmt.with_style("rewrite"), settings, config.n_best)))
+    rejected = []
+    for job in jobs:
+        cleaned = [clean_rewrite(t, settings) for t in raw[job.view]]
+        text, verdict = _pick(cleaned, lambda c, v=job.view: check_rewrite(v, c, config.guard))
+        new = replace_instruction(job.seg, text) if verdict.ok else None
+        res = results[job.index]
+        if new is None:
+            reason = verdict.reason or "rewrite moves or drops the pasted material"
+            _log_kept(config, reason)
+            results[job.index] = fallback(res, FallbackKind.REJECTED, reason)
+            rejected.append(job)
+        else:
+            results[job.index] = OptimizationResult(res.original, new, False, None, (*res.history, new), "rewrite")
+    return rejected
+
+
+def _augment(
+    jobs: list[_Job],
+    results: list[OptimizationResult],
+    backend: Backend,
+    fmt: PromptFormat,
+    config: OptimizerConfig,
+    settings: GenerationSettings,
+    *,
+    because: bool,
+) -> None:
+    """Append a guarded addition to each job's prompt (``because``: a rejected rewrite's fallback)."""
+    if not jobs:
+        return
+    settings = settings.model_copy(
+        update={"max_new_tokens": min(settings.max_new_tokens, ADDITION_MAX_NEW_TOKENS), "min_new_tokens_extra": None}
+    )
+    views = list(dict.fromkeys(j.view for j in jobs))
+    raw = dict(zip(views, _candidates(views, backend, fmt.with_style("augment"), settings, config.n_best)))
+    for job in jobs:
+        cleaned = [clean_addition(t, settings) for t in raw[job.view]]
+        text, verdict = _pick(cleaned, lambda c, v=job.view: check_addition(v, c, config.guard))
+        res = results[job.index]
+        if not text:
+            if because:  # the rewrite was rejected and there is nothing to add instead
+                results[job.index] = fallback(res, FallbackKind.REJECTED, f"{res.reason}; nothing to add instead")
+            else:
+                results[job.index] = fallback(res, FallbackKind.NOTHING_TO_ADD, "the optimizer had nothing to add")
+        elif not verdict.ok:
+            _log_kept(config, verdict.reason or "")
+            prior = f"{res.reason}; " if because and res.reason else ""
+            results[job.index] = fallback(res, FallbackKind.REJECTED, prior + (verdict.reason or "addition rejected"))
+        else:
+            current = res.optimized
+            new = append_addition(current, text)
+            results[job.index] = OptimizationResult(
+                res.original, new, False, res.reason if because else None, (*res.history, new), "augment", text
+            )
+
+
+def _log_kept(config: OptimizerConfig, reason: str) -> None:
+    # Reasons may quote the prompt; without log_prompts only their kind is logged.
+    logger.info("BPO kept the prompt unchanged: %s", reason if config.log_prompts else reason.split(":")[0])

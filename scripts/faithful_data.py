@@ -1,0 +1,161 @@
+"""Build and assemble the faithful BPO training set (see training_data/faithful/README.md).
+
+    python scripts/faithful_data.py inputs    # source prompts -> teacher inputs (sources.jsonl)
+    python scripts/faithful_data.py collect   # runs/faithful/{teacher,judge}/ -> teacher_outputs.jsonl, judgements.jsonl
+    python scripts/faithful_data.py pairs     # sources + teacher outputs + judgements -> pairs.jsonl
+
+``pairs`` reads committed files only, so the training set is rebuilt from the repository alone;
+``inputs`` reads ../shared/data and ``collect`` the strong LLM's raw answers (not committed).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "training_data" / "faithful"
+SHARED = ROOT.parent / "shared" / "data"
+sys.path.insert(0, str(ROOT))
+
+#: How many HH-RLHF first turns go to the teacher; the last HH_HELD_OUT unique ones are kept for evaluation.
+HH_TRAIN = 1100
+HH_HELD_OUT = 300
+
+
+def _hh_first_turns() -> list[str]:
+    seen: dict[str, None] = {}
+    with gzip.open(SHARED / "hh-rlhf" / "harmless-base_test.jsonl.gz", "rt", encoding="utf-8") as f:
+        for line in f:
+            m = re.match(r"\s*Human: (.*?)\n\nAssistant:", json.loads(line)["chosen"], re.S)
+            if m:
+                seen.setdefault(m.group(1).strip())
+    return list(seen)
+
+
+def hh_split() -> tuple[list[str], list[str]]:
+    """(training pool, held-out) HH-RLHF first human turns, disjoint, in file order."""
+    turns = _hh_first_turns()
+    return turns[: len(turns) - HH_HELD_OUT], turns[len(turns) - HH_HELD_OUT :]
+
+
+def _view(record: dict) -> str | None:
+    """What the optimizer model sees of a labelled prompt: the instruction, material as a placeholder."""
+    from bpo_core.segment import material_placeholder
+
+    prompt, context = record["prompt"], record["context"]
+    if not context:
+        return prompt.strip()
+    at = prompt.find(context)
+    if at < 0:
+        return None
+    before, after = prompt[:at].strip(), prompt[at + len(context) :].strip()
+    parts = [p for p in (before, material_placeholder(context), after) if p]
+    return "\n".join(parts)
+
+
+def build_inputs() -> None:
+    from bpo_core.language import looks_english
+
+    items: list[dict] = []
+    with open(SHARED / "oneprompted" / "train.jsonl", encoding="utf-8") as f:
+        records = [json.loads(line) for line in f]
+    for i, record in enumerate(records):
+        view = _view(record)
+        if view and looks_english(view):
+            items.append({"id": f"op-{i:04d}", "source": "oneprompted/train", "prompt": view})
+    for i, rec in enumerate(json.loads((SHARED / "bpo" / "train_val300.json").read_text(encoding="utf-8"))):
+        view = _view({"prompt": rec["final_input"], "context": rec.get("context") or ""})
+        if view and looks_english(view):
+            items.append({"id": f"bpo-{i:03d}", "source": "bpo/train_val300", "prompt": view})
+    pool, _ = hh_split()
+    random.Random(0).shuffle(pool)
+    for i, turn in enumerate(pool[:HH_TRAIN]):
+        items.append({"id": f"hh-{i:04d}", "source": "hh-rlhf/harmless-base_test", "prompt": turn})
+    OUT.mkdir(parents=True, exist_ok=True)
+    with open(OUT / "sources.jsonl", "w", encoding="utf-8") as f:
+        for item in items:
+            f.write(json.dumps(item, ensure_ascii=False) + "\n")
+    print(f"{len(items)} teacher inputs -> {OUT / 'sources.jsonl'}")
+
+
+def _jsonl(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def collect() -> None:
+    """Merge the teacher's and the judges' chunk files; un-blind the judgements with the key."""
+    runs = ROOT / "runs" / "faithful"
+    teacher = [row for path in sorted((runs / "teacher").glob("out_*.jsonl")) for row in _jsonl(path)]
+    ids = [row["id"] for row in _jsonl(OUT / "sources.jsonl")]
+    by_id = {row["id"]: row for row in teacher}
+    assert sorted(by_id) == sorted(ids), "teacher outputs do not match the sources one to one"
+    _write_jsonl(OUT / "teacher_outputs.jsonl", [{k: by_id[i][k] for k in ("id", "augment", "rewrite")} for i in ids])
+    key = json.loads((runs / "judge" / "key.json").read_text(encoding="utf-8"))
+    labels = {row["id"]: row for path in sorted((runs / "judge").glob("out_*.jsonl")) for row in _jsonl(path)}
+    assert set(labels) == set(key), "every judged item must come back exactly once"
+    rows = [
+        {"id": key[j]["id"], "style": key[j]["kind"], "label": labels[j]["label"], "why": labels[j]["why"]}
+        for j in sorted(key, key=lambda j: (ids.index(key[j]["id"]), key[j]["kind"]))
+    ]
+    _write_jsonl(OUT / "judgements.jsonl", rows)
+    print(f"{len(by_id)} teacher outputs, {len(rows)} judgements")
+
+
+#: Labels a candidate needs to become a training pair, per style. Augments must help (B); a faithful
+#: rewrite may be cosmetic (N) as well. H never passes.
+KEEP = {"augment": {"B"}, "rewrite": {"B", "N"}}
+
+
+def build_pairs() -> None:
+    """Training pairs: the teacher's output where the judge and the shipped faithfulness guard accept it,
+    or where it left the prompt alone."""
+    from bpo_core.rewrite.faithfulness import check_addition, check_rewrite
+
+    checks = {"augment": check_addition, "rewrite": check_rewrite}
+    sources = _jsonl(OUT / "sources.jsonl")
+    teacher = {row["id"]: row for row in _jsonl(OUT / "teacher_outputs.jsonl")}
+    labels = {(row["id"], row["style"]): row["label"] for row in _jsonl(OUT / "judgements.jsonl")}
+    pairs, dropped = [], {"augment": {}, "rewrite": {}}
+    for src in sources:
+        out = teacher[src["id"]]
+        for style in ("augment", "rewrite"):
+            target = out[style].strip()
+            unchanged = not target if style == "augment" else target == src["prompt"].strip()
+            label = "U" if unchanged else labels[(src["id"], style)]
+            if label != "U" and label not in KEEP[style]:
+                dropped[style][label] = dropped[style].get(label, 0) + 1
+                continue
+            verdict = checks[style](src["prompt"], target) if label != "U" else None
+            if verdict is not None and not verdict.ok:
+                why = f"guard: {(verdict.reason or '').split(':')[0]}"
+                dropped[style][why] = dropped[style].get(why, 0) + 1
+                continue
+            pairs.append(
+                {
+                    "id": src["id"],
+                    "source": src["source"],
+                    "style": style,
+                    "prompt": src["prompt"],
+                    "target": src["prompt"].strip() if unchanged and style == "rewrite" else target,
+                    "label": label,
+                }
+            )
+    _write_jsonl(OUT / "pairs.jsonl", pairs)
+    counts = {style: sum(p["style"] == style for p in pairs) for style in ("augment", "rewrite")}
+    print(f"{len(pairs)} pairs {counts}; dropped {dropped}")
+
+
+if __name__ == "__main__":
+    {"inputs": build_inputs, "collect": collect, "pairs": build_pairs}[sys.argv[1]]()

@@ -1,0 +1,149 @@
+"""The judged faithfulness evaluation: systems' rewrites of held-out real prompts, judged blind by a
+strong LLM with the rubric (benchmarks/judged/README.md).
+
+    python scripts/judged_eval.py prompts                 # held-out prompts -> prompts.jsonl (reads ../shared/data)
+    python scripts/judged_eval.py outputs NAME [--style augment|rewrite]   # this checkout's optimizer -> outputs/NAME.jsonl
+    python scripts/judged_eval.py blind NAME [NAME ...]   # changed candidates of the systems, shuffled -> blind/in_XX.jsonl + key.json
+    python scripts/judged_eval.py report                  # blind/out_XX.jsonl + key.json -> report.md (B/N/U/H per system)
+
+A system's output file holds one ``{id, optimized, reason}`` per prompt; ``unchanged`` (the prompt
+itself) is always a system. Unchanged prompts are not judged: they count as U.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+import sys
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DIR = ROOT / "benchmarks" / "judged"
+SHARED = ROOT.parent / "shared" / "data"
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+CHUNK = 100
+
+
+def _jsonl(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _write(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def prompts() -> None:
+    """220 held-out prompts: 120 oneprompted validation (all 39 with material), 60 BPO test, 40 HH held out."""
+    from faithful_data import hh_split
+
+    rng = random.Random(2026)
+    val = _jsonl(SHARED / "oneprompted" / "validation.jsonl")
+    with_material = [r for r in val if r["context"]]
+    op = with_material + rng.sample([r for r in val if not r["context"]], 120 - len(with_material))
+    bpo = rng.sample(json.loads((SHARED / "bpo" / "bpo_test.json").read_text(encoding="utf-8")), 60)
+    hh = rng.sample(hh_split()[1], 40)
+    rows = [{"id": f"opv-{i:03d}", "source": "oneprompted/validation", "prompt": r["prompt"]} for i, r in enumerate(op)]
+    rows += [{"id": f"bpot-{i:03d}", "source": "bpo/bpo_test", "prompt": r["prompt"]} for i, r in enumerate(bpo)]
+    rows += [{"id": f"hhh-{i:03d}", "source": "hh-rlhf/held-out", "prompt": p} for i, p in enumerate(hh)]
+    _write(DIR / "prompts.jsonl", rows)
+    print(f"{len(rows)} prompts ({len(with_material)} with pasted material)")
+
+
+def outputs(name: str, style: str | None) -> None:
+    from bpo_core import BPOOptimizer
+
+    rows = _jsonl(DIR / "prompts.jsonl")
+    optimizer = BPOOptimizer.default(**({"style": style} if style else {}))
+    results = []
+    for start in range(0, len(rows), 32):
+        results += optimizer.rewrite_batch([r["prompt"] for r in rows[start : start + 32]])
+    _write(
+        DIR / "outputs" / f"{name}.jsonl",
+        [{"id": r["id"], "optimized": res.optimized, "reason": res.reason, "style": res.style} for r, res in zip(rows, results)],
+    )
+    print(f"{name}: {sum(res.changed for res in results)}/{len(rows)} changed")
+
+
+def blind(names: list[str]) -> None:
+    rows = {r["id"]: r for r in _jsonl(DIR / "prompts.jsonl")}
+    items, key = [], {}
+    for name in names:
+        for out in _jsonl(DIR / "outputs" / f"{name}.jsonl"):
+            original = rows[out["id"]]["prompt"]
+            if out["optimized"] == original:
+                continue
+            blind_id = hashlib.sha1(f"{name}:{out['id']}".encode()).hexdigest()[:10]
+            key[blind_id] = {"system": name, "id": out["id"]}
+            items.append({"id": blind_id, "original": original, "candidate": out["optimized"]})
+    random.Random(11).shuffle(items)
+    (DIR / "blind").mkdir(parents=True, exist_ok=True)
+    (DIR / "blind" / "key.json").write_text(json.dumps(key, indent=0), encoding="utf-8")
+    for k in range(0, len(items), CHUNK):
+        _write(DIR / "blind" / f"in_{k // CHUNK:02d}.jsonl", items[k : k + CHUNK])
+    print(f"{len(items)} candidates in {(len(items) + CHUNK - 1) // CHUNK} slices")
+
+
+def report() -> None:
+    rows = _jsonl(DIR / "prompts.jsonl")
+    key = json.loads((DIR / "blind" / "key.json").read_text(encoding="utf-8"))
+    labels = {r["id"]: r for path in sorted((DIR / "blind").glob("out_*.jsonl")) for r in _jsonl(path)}
+    missing = set(key) - set(labels)
+    if missing:
+        sys.exit(f"{len(missing)} judged items missing (e.g. {sorted(missing)[:3]})")
+    systems = sorted({k["system"] for k in key.values()})
+    by = {(k["system"], k["id"]): labels[b] for b, k in key.items()}
+    sources = sorted({r["source"] for r in rows})
+    lines = ["| system | prompts | B | N | U | H | B - H |", "|---|---|---|---|---|---|---|"]
+    detail = ["", "| system | set | n | B | N | U | H |", "|---|---|---|---|---|---|---|"]
+    harmful = []
+    for system in ["unchanged", *systems]:
+        counts: Counter[str] = Counter()
+        per_set: dict[str, Counter[str]] = {s: Counter() for s in sources}
+        for r in rows:
+            label = by.get((system, r["id"]), {"label": "U"})["label"]
+            counts[label] += 1
+            per_set[r["source"]][label] += 1
+            if label == "H":
+                harmful.append((system, r["id"], by[(system, r["id"])]["why"]))
+        n = len(rows)
+        pct = {k: 100 * counts[k] / n for k in "BNUH"}
+        lines.append(
+            f"| {system} | {n} | {pct['B']:.1f}% | {pct['N']:.1f}% | {pct['U']:.1f}% | {pct['H']:.1f}% | {pct['B'] - pct['H']:+.1f} |"
+        )
+        for s in sources:
+            c = per_set[s]
+            m = sum(c.values())
+            detail.append(f"| {system} | {s} | {m} | " + " | ".join(f"{100 * c[k] / m:.0f}%" for k in "BNUH") + " |")
+    out = ["# Judged faithfulness (rubric, blind, a strong LLM as judge)", "", *lines, *detail, "", "## Harmful cases", ""]
+    out += [f"- {system} `{rid}`: {why}" for system, rid, why in harmful] or ["(none)"]
+    (DIR / "report.md").write_text("\n".join(out) + "\n", encoding="utf-8")
+    print("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("step", choices=["prompts", "outputs", "blind", "report"])
+    parser.add_argument("names", nargs="*")
+    parser.add_argument("--style", choices=["augment", "rewrite"])
+    args = parser.parse_args()
+    if args.step == "prompts":
+        prompts()
+    elif args.step == "outputs":
+        outputs(args.names[0], args.style)
+    elif args.step == "blind":
+        blind(args.names)
+    else:
+        report()
+
+
+if __name__ == "__main__":
+    main()

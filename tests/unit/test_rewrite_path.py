@@ -1,0 +1,162 @@
+"""The rewrite path (segment -> generate -> clean -> guard -> assemble) on a scripted backend."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bpo_core import BPOOptimizer
+from bpo_core.errors import GenerationError
+from bpo_core.result import FallbackKind
+from bpo_core.rewrite import round as rewrite_round
+from bpo_core.rewrite.segment import SegmenterModel, default_model
+from tests.fakes import ScriptedBackend, broken
+
+DOC = "The quarterly report shows revenue grew 12% to $4.1M.\nCosts fell in every region except EMEA.\nHeadcount stayed flat at 212."
+PROMPT = f"Summarize the report below in two sentences.\n\n{DOC}\n"
+
+
+def addition(text: str):
+    return lambda view, style: text
+
+
+def test_augment_keeps_the_prompt_verbatim_and_appends():
+    backend = ScriptedBackend(addition("Lead with the main change and keep the figures exact."))
+    res = BPOOptimizer(backend).rewrite(PROMPT)
+    assert res.optimized == PROMPT + "\nLead with the main change and keep the figures exact."
+    assert res.optimized.startswith(PROMPT)
+    assert (res.style, res.addition, res.fell_back, res.kind) == ("augment", "Lead with the main change and keep the figures exact.", False, None)
+
+
+def test_material_never_reaches_the_model():
+    backend = ScriptedBackend(addition("Keep it short."))
+    BPOOptimizer(backend).rewrite(PROMPT)
+    assert backend.views == ["Summarize the report below in two sentences.\n\n[pasted text]"]
+    assert not any("EMEA" in v or "212" in v for v in backend.views)
+
+
+def test_rewrite_puts_material_back_byte_for_byte():
+    backend = ScriptedBackend(
+        lambda view, style: "Summarize the report below in two sentences, leading with its most important figure.\n\n[pasted text]",
+        default_style="rewrite",
+    )
+    res = BPOOptimizer(backend).rewrite(PROMPT)
+    assert res.style == "rewrite" and res.addition is None
+    assert res.optimized == f"Summarize the report below in two sentences, leading with its most important figure.\n\n{DOC}\n"
+
+
+def test_a_rejected_rewrite_falls_back_to_an_addition_or_the_original():
+    def model(view, style):
+        return "How do I use the DAO pattern in Python?" if style == "rewrite" else "Explain with a short example."
+
+    backend = ScriptedBackend(model, default_style="rewrite")
+    res = BPOOptimizer(backend).rewrite("How to use DAO")
+    assert res.optimized == "How to use DAO\n\nExplain with a short example."
+    assert res.style == "augment" and "invents specifics: Python" in res.reason
+    assert [style for style, _ in backend.calls] == ["rewrite", "augment"]
+    kept = BPOOptimizer(backend, rewrite_fallback="original").rewrite("How to use DAO")
+    assert kept.optimized == "How to use DAO" and kept.fell_back and kept.kind is FallbackKind.REJECTED
+
+
+def test_an_addition_that_invents_is_rejected_with_the_reason():
+    res = BPOOptimizer(ScriptedBackend(addition("Answer for a Python developer, in 3 steps."))).rewrite("How to use DAO")
+    assert res.optimized == "How to use DAO" and res.fell_back and res.kind is FallbackKind.REJECTED
+    assert "invents specifics" in res.reason
+
+
+def test_nothing_to_add_is_not_a_failure():
+    res = BPOOptimizer(ScriptedBackend(addition(""))).rewrite("hello there")
+    assert (res.optimized, res.fell_back, res.kind) == ("hello there", False, FallbackKind.NOTHING_TO_ADD)
+
+
+def test_a_half_sentence_cut_by_the_token_budget_is_dropped():
+    res = BPOOptimizer(ScriptedBackend(addition("Cover the causes. Then list the main effects and how they"))).rewrite("Explain inflation")
+    assert res.addition == "Cover the causes."
+
+
+def test_unsure_segmentation_abstains(monkeypatch):
+    strict = SegmenterModel(**{**default_model().__dict__, "min_confidence": 1.01})
+    monkeypatch.setattr(rewrite_round, "default_model", lambda: strict)
+    backend = ScriptedBackend(addition("Keep it short."))
+    res = BPOOptimizer(backend).rewrite(PROMPT)
+    assert res.optimized == PROMPT and res.kind is FallbackKind.UNSEGMENTED and backend.calls == []
+
+
+def test_blank_non_english_and_too_long_pass_through_without_the_model():
+    backend = ScriptedBackend(addition("Keep it short."))
+    opt = BPOOptimizer(backend, max_input_tokens=5)
+    results = opt.rewrite_batch(["   ", "¿Cómo está usted hoy? Qué tal el día", "one two three four five six seven"])
+    assert [r.kind for r in results] == [FallbackKind.BLANK, FallbackKind.NON_ENGLISH, FallbackKind.TOO_LONG]
+    assert [r.optimized for r in results] == [r.original for r in results] and backend.calls == []
+
+
+def test_errors_fall_back_or_raise_and_are_not_cached():
+    backend = ScriptedBackend(addition("Keep it short."), fail=broken())
+    opt = BPOOptimizer(backend)
+    res = opt.rewrite("Explain inflation")
+    assert res.fell_back and res.kind is FallbackKind.ERROR and "device fell over" in res.reason
+    backend.fail = None
+    assert opt.rewrite("Explain inflation").style == "augment"  # the failure was not cached
+    backend.fail = broken()
+    with pytest.raises(GenerationError):
+        BPOOptimizer(backend, on_error="raise", cache=False).rewrite("Explain inflation")
+
+
+def test_an_addition_is_made_once_whatever_the_rounds():
+    backend = ScriptedBackend(addition("Keep it short."))
+    res = BPOOptimizer(backend, rounds=3).rewrite("Explain inflation")
+    assert res.optimized == "Explain inflation\n\nKeep it short." and len(backend.calls) == 1
+
+
+def test_rewrite_rounds_chain_and_keep_history():
+    backend = ScriptedBackend(lambda view, style: view.rstrip("?.") + ", with examples?", default_style="rewrite")
+    res = BPOOptimizer(backend, rounds=2).rewrite("What is inflation?")
+    assert res.history == ("What is inflation, with examples?", "What is inflation, with examples, with examples?")
+
+
+def test_duplicate_views_are_generated_once():
+    backend = ScriptedBackend(addition("Keep it short."))
+    BPOOptimizer(backend, cache=False).rewrite_batch(["Explain inflation", "Explain inflation", "Explain gravity"])
+    assert backend.calls == [("augment", ["Explain inflation", "Explain gravity"])]
+
+
+def test_options_live_in_one_config():
+    opt = BPOOptimizer(ScriptedBackend(addition("x.")), style="rewrite", mode="stable")
+    other = opt.with_options(mode="greedy", timeout_s=2)
+    assert (opt.mode, other.mode, other.config.timeout_s, other.style) == ("stable", "greedy", 2, "rewrite")
+    with pytest.raises(ValueError, match="style"):
+        opt.with_options(style="shout")
+    with pytest.raises(TypeError, match="bogus"):
+        opt.with_options(bogus=1)
+    assert opt.config.result_key() == other.config.with_updates(mode="stable", timeout_s=None).result_key()
+
+
+def _adversarial(view: str, style: str) -> str:
+    """A model that misbehaves in every way the guard must survive."""
+    choice = len(view) % 6
+    return [
+        view,  # echoes the prompt
+        view + "\n[pasted text]\n[pasted code]",  # invents placeholders
+        "Sure! Here is the answer: 42.",  # answers
+        "Explain it with 3 examples in Python, citing NASA.",  # invents specifics
+        "",  # nothing
+        "Cover the main points and give one example.",  # a plain, faithful addition
+    ][choice]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=300))
+def test_property_any_text_gives_the_original_or_a_faithful_result(text):
+    from bpo_core.rewrite.assemble import append_addition
+    from bpo_core.rewrite.segment import segment
+
+    for style in ("augment", "rewrite"):
+        res = BPOOptimizer(ScriptedBackend(_adversarial, default_style=style), cache=False).rewrite(text)
+        assert res.original == text
+        if not res.changed:
+            assert res.optimized == text and (res.reason or res.kind is None)
+        elif res.style == "augment":
+            assert res.optimized == append_addition(text, res.addition)
+        else:
+            assert all(m in res.optimized for m in segment(text).materials)
