@@ -68,7 +68,9 @@ def main() -> None:
         single.append(time.perf_counter() - start)
     online.close()
     print(machine_line())
-    print(f"prompts={len(prompts)} offline_batch_s={batch_s:.1f} concurrent_ainvoke_s={conc_s:.1f} microbatches={batches}")
+    print(
+        f"prompts={len(prompts)} offline_batch_s={batch_s:.1f} concurrent_ainvoke_s={conc_s:.1f} microbatches={batches}"
+    )
     print(f"concurrent_vs_batch={batch_s / conc_s:.2f}")
     span = (len(prompts) - 1) * args.gap_ms / 1000
     print(

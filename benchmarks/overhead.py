@@ -39,6 +39,7 @@ def main() -> None:
 
     core_us = per_call_us(lambda: opt.rewrite(PROMPT))
     lc_us = per_call_us(lambda: runnable.invoke(PROMPT), n=500)
+
     # the transform's own per-query cache is cleared so each call goes through the optimizer
     def li_call():
         transform._cache.clear()
@@ -48,7 +49,9 @@ def main() -> None:
     print(machine_line())
     print(f"core_cache_hit_us={core_us:.0f}")
     print(f"langchain_invoke_us={lc_us:.0f} llamaindex_run_us={li_us:.0f}")
-    print(f"overhead_ms={max(lc_us, li_us) / 1000 - core_us / 1000:.3f} (langchain {(lc_us - core_us) / 1000:.3f}, llamaindex {(li_us - core_us) / 1000:.3f})")
+    print(
+        f"overhead_ms={max(lc_us, li_us) / 1000 - core_us / 1000:.3f} (langchain {(lc_us - core_us) / 1000:.3f}, llamaindex {(li_us - core_us) / 1000:.3f})"
+    )
     print(f"cache_hit_us={core_us:.0f}")
 
 

@@ -73,8 +73,10 @@ def main() -> None:
     roofline = bandwidth * 1e9 / params
     print(machine_line())
     print(f"model_bytes={params / 1e6:.0f}MB copy_bandwidth={bandwidth:.1f}GB/s roofline_tokens_s={roofline:.1f}")
-    print(f"decode_tokens_s_batch1={tps:.1f} (median of {args.repeats}: {', '.join(f'{x:.1f}' for x in ours)}; "
-          f"transformers generate: {tps_generate:.1f})")
+    print(
+        f"decode_tokens_s_batch1={tps:.1f} (median of {args.repeats}: {', '.join(f'{x:.1f}' for x in ours)}; "
+        f"transformers generate: {tps_generate:.1f})"
+    )
     print(f"roofline_fraction={tps / roofline:.2f}")
 
 

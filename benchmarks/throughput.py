@@ -49,7 +49,9 @@ def main() -> None:
         backend = shared_default_backend(dtype=dtype)
         backend.max_batch_size = args.batch_size
         # Engine only: whole prompts (no context protection), no cache, so both sides do the same work.
-        opt = BPOOptimizer(backend, max_new_tokens=args.max_new_tokens, cache=False, protect_context=False, max_input_tokens=4096)
+        opt = BPOOptimizer(
+            backend, max_new_tokens=args.max_new_tokens, cache=False, protect_context=False, max_input_tokens=4096
+        )
         # Warm-up on the same prompts: a process's first large batch pays about a million one-time
         # page faults on this VM (about 10 s); steady state is what a server or bulk job sees.
         opt.optimize_batch(prompts)
@@ -74,14 +76,18 @@ def main() -> None:
 
     print(machine_line())
     print(f"prompts={len(prompts)} max_new_tokens={args.max_new_tokens} batch_size={args.batch_size}")
-    print(f"reference_loop_s={ref_s:.1f} (float32, {len(prompts) / ref_s:.2f} prompts/s, {ref_tokens / ref_s:.1f} new tokens/s)")
+    print(
+        f"reference_loop_s={ref_s:.1f} (float32, {len(prompts) / ref_s:.2f} prompts/s, {ref_tokens / ref_s:.1f} new tokens/s)"
+    )
     for dtype in dtypes:
         same = ""
         if dtype != "float32" and "float32" in outputs:
             same = f", rewrites identical to float32: {sum(a == b for a, b in zip(outputs[dtype], outputs['float32']))}/{len(prompts)}"
-        print(f"engine_{dtype}_s={timings[dtype]:.1f} (median of {', '.join(f'{x:.1f}' for x in runs[dtype])}; "
-              f"{len(prompts) / timings[dtype]:.2f} prompts/s{same}) "
-              f"speedup_vs_reference_{dtype}={ref_s / timings[dtype]:.2f}")
+        print(
+            f"engine_{dtype}_s={timings[dtype]:.1f} (median of {', '.join(f'{x:.1f}' for x in runs[dtype])}; "
+            f"{len(prompts) / timings[dtype]:.2f} prompts/s{same}) "
+            f"speedup_vs_reference_{dtype}={ref_s / timings[dtype]:.2f}"
+        )
     best = min(timings, key=timings.get)
     print(f"speedup_vs_reference={ref_s / timings[best]:.2f} (dtype={best})")
 

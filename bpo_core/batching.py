@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures
+import contextlib
 import queue
 import threading
 import time
@@ -149,10 +150,8 @@ class MicroBatcher:
     def _fail(batch: list[tuple[Hashable, Any, concurrent.futures.Future[Any]]], exc: BaseException) -> None:
         for _, _, future in batch:
             if not future.done():
-                try:
+                with contextlib.suppress(concurrent.futures.InvalidStateError):  # cancelled, or just settled
                     future.set_exception(exc)
-                except concurrent.futures.InvalidStateError:  # a cancelled future, or one just settled
-                    pass
 
     def _fail_queued(self, exc: BaseException) -> None:
         while True:

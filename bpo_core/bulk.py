@@ -56,14 +56,19 @@ def optimize_file(
     todo = records[done:]
     changed = 0
     out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("a", encoding="utf-8") as f, tqdm(total=len(records), initial=done, disable=not progress, unit="rec") as bar:
+    with (
+        out.open("a", encoding="utf-8") as f,
+        tqdm(total=len(records), initial=done, disable=not progress, unit="rec") as bar,
+    ):
         for start in range(0, len(todo), batch_size):
             chunk = [rec for _, rec in todo[start : start + batch_size]]
             results = optimizer.rewrite_batch([rec[field] for rec in chunk])
             lines = []
             for rec, res in zip(chunk, results):
                 changed += res.changed
-                lines.append(json.dumps({**rec, field: res.optimized, f"{field}_original": res.original}, ensure_ascii=False))
+                lines.append(
+                    json.dumps({**rec, field: res.optimized, f"{field}_original": res.original}, ensure_ascii=False)
+                )
             f.write("\n".join(lines) + "\n")
             f.flush()
             os.fsync(f.fileno())

@@ -102,8 +102,8 @@ class FunctionChat:
 
     def __init__(self, fn: Callable[[list[Message]], str | Awaitable[str]], name: str | None = None) -> None:
         self.fn = fn
-        self.name = name or getattr(fn, "__qualname__", type(fn).__name__)
-        self._is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+        self.name: str = name or str(getattr(fn, "__qualname__", type(fn).__name__))
+        self._is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__)
 
     def complete(self, messages: Sequence[Message]) -> str:
         if self._is_async:

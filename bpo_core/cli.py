@@ -8,11 +8,12 @@ import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from bpo_core.embedded import EMBEDDED_BASE_ID
 
@@ -94,7 +95,9 @@ def _chat_model(spec: str):
 def _policy(concurrency: int, rpm: float | None, max_retries: int, timeout: float | None, backoff: float = 1.0):
     from bpo_core.policy import CallPolicy
 
-    return CallPolicy(concurrency=concurrency, requests_per_minute=rpm, max_retries=max_retries, timeout_s=timeout, backoff_s=backoff)
+    return CallPolicy(
+        concurrency=concurrency, requests_per_minute=rpm, max_retries=max_retries, timeout_s=timeout, backoff_s=backoff
+    )
 
 
 @contextlib.contextmanager
@@ -105,6 +108,27 @@ def _user_errors(*kinds: type[Exception]) -> Iterator[None]:
     except kinds as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
+
+
+def render_diff(res) -> Text:
+    """A word-level diff of ``res.original`` and ``res.optimized``: removed red and struck, added green."""
+    import difflib
+    import re
+
+    from rich.text import Text
+
+    old, new = re.split(r"(\s+)", res.original), re.split(r"(\s+)", res.optimized)
+    out = Text()
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=old, b=new, autojunk=False).get_opcodes():
+        if op in ("delete", "replace"):
+            out.append("".join(old[i1:i2]), style="red strike")
+        if op in ("insert", "replace"):
+            out.append("".join(new[j1:j2]), style="green")
+        if op == "equal":
+            out.append("".join(old[i1:i2]))
+    label = f"[{res.style}]" if res.changed else f"[unchanged: {res.reason or 'no change'}]"
+    out.append(f"\n{label}\n", style="dim")
+    return out
 
 
 def _field_map(items: list[str] | None) -> dict[str, str]:
@@ -119,13 +143,18 @@ def _field_map(items: list[str] | None) -> dict[str, str]:
 
 @app.command()
 def optimize(
-    prompts: Annotated[Optional[list[str]], typer.Argument(help="Prompts to optimize; '-' reads lines from stdin.")] = None,
+    prompts: Annotated[
+        Optional[list[str]], typer.Argument(help="Prompts to optimize; '-' reads lines from stdin.")
+    ] = None,
     model: ModelOpt = None,
     style: StyleOpt = "auto",
     mode: ModeOpt = "greedy",
     rounds: Annotated[int, typer.Option(min=1, help="Rounds of iterative optimization.")] = 1,
     max_new_tokens: Annotated[int, typer.Option(min=1)] = 128,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON result per prompt.")] = False,
+    diff: Annotated[
+        bool, typer.Option("--diff", help="Show a coloured word diff of each prompt and its rewrite.")
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
     input_file: Annotated[Optional[Path], typer.Option("--input", help="JSONL dataset to rewrite (resumable).")] = None,
     field: Annotated[str, typer.Option(help="With --input: the field to rewrite.")] = "instruction",
@@ -162,16 +191,23 @@ def optimize(
         if as_json:
             print(json.dumps(res.to_dict(), ensure_ascii=False))
             continue
+        if diff:
+            Console().print(render_diff(res))
+            continue
         print(res.optimized)
         if res.reason and (verbose or not res.changed):  # say why a prompt came back as it was
-            console.print(f"[dim]  (kept as it was: {res.reason})[/dim]" if not res.changed else f"[dim]  ({res.reason})[/dim]")
+            console.print(
+                f"[dim]  (kept as it was: {res.reason})[/dim]" if not res.changed else f"[dim]  ({res.reason})[/dim]"
+            )
 
 
 @app.command()
 def train(
     data: Annotated[list[Path], typer.Option("--data", "-d", help="JSON/JSONL pair files (repeatable).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the trained adapter/model.")],
-    base: Annotated[str, typer.Option(help="Base model; default: the embedded SmolLM2-135M-Instruct.")] = EMBEDDED_BASE_ID,
+    base: Annotated[
+        str, typer.Option(help="Base model; default: the embedded SmolLM2-135M-Instruct.")
+    ] = EMBEDDED_BASE_ID,
     epochs: float = 3.0,
     learning_rate: Annotated[float, typer.Option("--lr")] = 5e-4,
     batch_size: int = 8,
@@ -222,18 +258,25 @@ def train(
 
 @app.command()
 def construct(
-    inputs: Annotated[list[Path], typer.Argument(help="Feedback files: BPO records, HH-RLHF (.jsonl/.jsonl.gz) or mapped JSONL.")],
+    inputs: Annotated[
+        list[Path], typer.Argument(help="Feedback files: BPO records, HH-RLHF (.jsonl/.jsonl.gz) or mapped JSONL.")
+    ],
     teacher: Annotated[str, typer.Option("--teacher", "-t", help=ChatSpecHelp)],
     output: Annotated[Path, typer.Option("--output", "-o", help="Pairs JSONL (appended; re-running resumes).")],
     rejects: Annotated[Optional[Path], typer.Option(help="Rejects JSONL (default: <output>.rejects.jsonl).")] = None,
     input_format: Annotated[str, typer.Option("--format", help="auto | bpo | hh | jsonl")] = "auto",
-    field: Annotated[Optional[list[str]], typer.Option("--field", help="Field mapping ours=theirs (instruction, context, good_res, bad_res).")] = None,
+    field: Annotated[
+        Optional[list[str]],
+        typer.Option("--field", help="Field mapping ours=theirs (instruction, context, good_res, bad_res)."),
+    ] = None,
     limit: Annotated[Optional[int], typer.Option(min=1, help="Use only the first N records of each file.")] = None,
     concurrency: Annotated[int, typer.Option(min=1, help="Teacher calls in flight.")] = 4,
     rpm: Annotated[Optional[float], typer.Option(help="Start at most this many teacher calls a minute.")] = None,
     max_retries: Annotated[int, typer.Option(min=0)] = 4,
     backoff: Annotated[float, typer.Option(min=0, help="First retry delay in seconds (doubles each retry).")] = 1.0,
-    timeout: Annotated[Optional[float], typer.Option(help="Seconds before one teacher call is abandoned (and retried).")] = None,
+    timeout: Annotated[
+        Optional[float], typer.Option(help="Seconds before one teacher call is abandoned (and retried).")
+    ] = None,
     max_shrink: Annotated[float, typer.Option(help="Drop rewrites with under 1/N of the instruction's words.")] = 2.0,
     max_growth: Annotated[float, typer.Option(help="Drop rewrites with over N times the instruction's words.")] = 6.0,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
@@ -272,21 +315,43 @@ def construct(
     console.print(f"pairs: {output}  rejects: {rejects or default_rejects_path(output)}")
     print(json.dumps(stats.as_dict()))
     if stats.errors:
-        console.print(f"[yellow]{stats.errors} record(s) failed after retries; run the same command again to retry them[/yellow]")
+        console.print(
+            f"[yellow]{stats.errors} record(s) failed after retries; run the same command again to retry them[/yellow]"
+        )
         raise typer.Exit(1)
 
 
 @app.command("eval")
 def evaluate(
-    intrinsic: Annotated[bool, typer.Option("--intrinsic", help="Reference-based figures against teacher rewrites (no judge).")] = False,
-    faithfulness: Annotated[
-        bool, typer.Option("--faithfulness", help="Judge-free faithfulness figures on labelled real prompts (no judge).")
+    intrinsic: Annotated[
+        bool, typer.Option("--intrinsic", help="Reference-based figures against teacher rewrites (no judge).")
     ] = False,
-    target: Annotated[Optional[str], typer.Option("--target", help=f"LLM that answers the prompts. {ChatSpecHelp}")] = None,
-    judge: Annotated[Optional[str], typer.Option("--judge", help=f"LLM that compares answers (pair-v2). {ChatSpecHelp}")] = None,
-    sets: Annotated[str, typer.Option("--sets", help="Comma-separated shipped test sets (vicuna, dolly, self_instruct, bpo_test) or JSON/JSONL files.")] = "vicuna",
-    output_dir: Annotated[Optional[Path], typer.Option("--output-dir", "-o", help="Folder for records and reports (re-running resumes).")] = None,
-    data: Annotated[Optional[Path], typer.Option(help="--intrinsic: reference pairs (default: the shipped BPO test split); --faithfulness: labelled prompts (default: the shipped oneprompted validation split).")] = None,
+    faithfulness: Annotated[
+        bool,
+        typer.Option("--faithfulness", help="Judge-free faithfulness figures on labelled real prompts (no judge)."),
+    ] = False,
+    target: Annotated[
+        Optional[str], typer.Option("--target", help=f"LLM that answers the prompts. {ChatSpecHelp}")
+    ] = None,
+    judge: Annotated[
+        Optional[str], typer.Option("--judge", help=f"LLM that compares answers (pair-v2). {ChatSpecHelp}")
+    ] = None,
+    sets: Annotated[
+        str,
+        typer.Option(
+            "--sets",
+            help="Comma-separated shipped test sets (vicuna, dolly, self_instruct, bpo_test) or JSON/JSONL files.",
+        ),
+    ] = "vicuna",
+    output_dir: Annotated[
+        Optional[Path], typer.Option("--output-dir", "-o", help="Folder for records and reports (re-running resumes).")
+    ] = None,
+    data: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="--intrinsic: reference pairs (default: the shipped BPO test split); --faithfulness: labelled prompts (default: the shipped oneprompted validation split)."
+        ),
+    ] = None,
     model: ModelOpt = None,
     style: StyleOpt = "auto",
     mode: ModeOpt = "greedy",
@@ -299,7 +364,9 @@ def evaluate(
     rpm: Annotated[Optional[float], typer.Option(help="Per model: start at most this many calls a minute.")] = None,
     max_retries: Annotated[int, typer.Option(min=0)] = 4,
     backoff: Annotated[float, typer.Option(min=0, help="First retry delay in seconds.")] = 1.0,
-    timeout: Annotated[Optional[float], typer.Option(help="Seconds before one call is abandoned (and retried).")] = None,
+    timeout: Annotated[
+        Optional[float], typer.Option(help="Seconds before one call is abandoned (and retried).")
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
     output: Annotated[Optional[Path], typer.Option(help="--intrinsic: write rewrites and scores as JSON here.")] = None,
     dtype: DtypeOpt = None,
@@ -311,7 +378,13 @@ def evaluate(
     report.json, report.md and report.png. --intrinsic: ROUGE-L vs teacher rewrites, context kept.
     """
     if faithfulness:
-        _faithfulness(data, _optimizer(model, dtype, style=style, mode=mode, max_new_tokens=max_new_tokens), limit, batch_size, output)
+        _faithfulness(
+            data,
+            _optimizer(model, dtype, style=style, mode=mode, max_new_tokens=max_new_tokens),
+            limit,
+            batch_size,
+            output,
+        )
         return
     if intrinsic:
         _intrinsic(data, model, dtype, style, mode, limit, batch_size, max_new_tokens, output)
@@ -324,7 +397,10 @@ def evaluate(
     from bpo_core.evaluation.report import write_report
 
     with _user_errors(DataFormatError, ValueError):
-        test_sets = {Path(name).stem if name.endswith((".json", ".jsonl")) else name: load_test_set(name, limit) for name in _names(sets)}
+        test_sets = {
+            Path(name).stem if name.endswith((".json", ".jsonl")) else name: load_test_set(name, limit)
+            for name in _names(sets)
+        }
     target_chat, judge_chat = _chat_model(target), _chat_model(judge)
     opt = _optimizer(model, dtype, style=style, mode=mode, rounds=rounds, max_new_tokens=max_new_tokens)
     run = PairwiseRun(
@@ -348,15 +424,26 @@ def evaluate(
     for s in report["sets"]:
         lo, hi = s["delta_ci"]
         table.add_row(
-            s["name"], str(s["n"]), f"{100 * s['win_rate']:.1f}%", f"{100 * s['tie_rate']:.1f}%", f"{100 * s['lose_rate']:.1f}%",
-            f"{100 * s['delta']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]", str(s["unchanged"]), str(s["invalid"]),
+            s["name"],
+            str(s["n"]),
+            f"{100 * s['win_rate']:.1f}%",
+            f"{100 * s['tie_rate']:.1f}%",
+            f"{100 * s['lose_rate']:.1f}%",
+            f"{100 * s['delta']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]",
+            str(s["unchanged"]),
+            str(s["invalid"]),
             str(s["pending"]),
         )
     Console().print(table)
     files = report["files"]
-    console.print(f"reports: {files['json']}, {files['markdown']}" + (f", {files['chart']}" if files["chart"] else " (install bpo-prompt[eval] for the chart)"))
+    console.print(
+        f"reports: {files['json']}, {files['markdown']}"
+        + (f", {files['chart']}" if files["chart"] else " (install bpo-prompt[eval] for the chart)")
+    )
     if run.failures:
-        console.print(f"[yellow]{len(run.failures)} prompt(s) failed after retries; run the same command again to finish them[/yellow]")
+        console.print(
+            f"[yellow]{len(run.failures)} prompt(s) failed after retries; run the same command again to finish them[/yellow]"
+        )
         raise typer.Exit(1)
 
 
@@ -376,12 +463,17 @@ def _faithfulness(data, opt, limit, batch_size, output) -> None:
     table.add_column("result")
     for key in ("changed", "material_kept", "prompt_kept", "specifics_kept", "novel_specifics", "task_kept"):
         f = figures[key]
-        table.add_row(key.replace("_", " "), "n/a" if f["rate"] is None else f"{100 * f['rate']:.1f}% ({f['hits']}/{f['total']})")
+        table.add_row(
+            key.replace("_", " "), "n/a" if f["rate"] is None else f"{100 * f['rate']:.1f}% ({f['hits']}/{f['total']})"
+        )
     table.add_row("mean words added", str(figures["mean_words_added"]))
     table.add_row("styles", ", ".join(f"{k}: {v}" for k, v in figures["styles"].items()) or "-")
     table.add_row("kept unchanged", ", ".join(f"{k}: {v}" for k, v in sorted(figures["kept_unchanged"].items())) or "-")
     seg = figures["segmentation"]
-    table.add_row("segmentation", f"exact {100 * seg['exact']:.1f}%, abstained {100 * seg['abstained']:.1f}%, exposed {100 * seg['exposed']:.1f}%")
+    table.add_row(
+        "segmentation",
+        f"exact {100 * seg['exact']:.1f}%, abstained {100 * seg['abstained']:.1f}%, exposed {100 * seg['exposed']:.1f}%",
+    )
     Console().print(table)
     if output:
         write_rows(output, figures, rows)
@@ -402,10 +494,12 @@ def _intrinsic(data, model, dtype, style, mode, limit, batch_size, max_new_token
         table.add_column(col)
     for name in ("unchanged", "optimizer"):
         s = scores[name]
-        table.add_row(name, f"{s.rouge_l:.3f}", f"{s.context_kept}/{s.multi_line}", f"{s.changed}/{s.total}", str(s.empty))
+        table.add_row(
+            name, f"{s.rouge_l:.3f}", f"{s.context_kept}/{s.multi_line}", f"{s.changed}/{s.total}", str(s.empty)
+        )
     Console().print(table)
     if output:
-        payload = {k: as_dict(v) for k, v in scores.items() if not k.startswith("_")}
+        payload: dict[str, Any] = {k: as_dict(v) for k, v in scores.items() if not k.startswith("_")}
         payload["rewrites"] = scores["_rewrites"]
         output.write_text(json.dumps(payload, indent=2, ensure_ascii=False), encoding="utf-8")
     print(f"quality {scores['optimizer'].line()}")

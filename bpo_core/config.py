@@ -17,7 +17,9 @@ Style = Literal["auto", "augment", "rewrite"]
 OnError = Literal["fallback", "raise"]
 
 #: Options that never change a result (how it is scheduled or reported); the cache ignores them.
-SCHEDULING_FIELDS = frozenset({"on_error", "timeout_s", "log_prompts", "micro_batching", "max_wait_ms", "max_batch_size"})
+SCHEDULING_FIELDS = frozenset(
+    {"on_error", "timeout_s", "log_prompts", "micro_batching", "max_wait_ms", "max_batch_size"}
+)
 
 
 class OptimizerConfig(BaseModel):

@@ -51,7 +51,7 @@ def load_test_set(name_or_path: str | Path, limit: int | None = None) -> list[Ev
     plus an optional ``context`` joined after a newline) and may have an id (``question_id``,
     ``id`` or ``idx``; the record number otherwise).
     """
-    path = test_set_path(name_or_path) if str(name_or_path) in TEST_SETS else Path(name_or_path)
+    path = test_set_path(str(name_or_path)) if str(name_or_path) in TEST_SETS else Path(name_or_path)
     if not path.is_file():
         raise DataFormatError(f"{path}: no such file (shipped test sets: {', '.join(TEST_SETS)})")
     items = []
@@ -67,7 +67,9 @@ def load_test_set(name_or_path: str | Path, limit: int | None = None) -> list[Ev
         if field == "instruction" and isinstance(rec.get("context"), str):
             question = f"{question}\n{rec['context']}"
         id_field = next((f for f in _ID_FIELDS if f in rec), None)
-        items.append(EvalItem(str(rec[id_field]) if id_field else str(i), question.strip(), str(rec.get("category", ""))))
+        items.append(
+            EvalItem(str(rec[id_field]) if id_field else str(i), question.strip(), str(rec.get("category", "")))
+        )
     ids = [item.id for item in items]
     if len(set(ids)) != len(ids):
         raise DataFormatError(f"{path}: ids are not unique")

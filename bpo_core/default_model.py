@@ -55,7 +55,7 @@ def _load(*, device: str | None, num_threads: int | None, adapter: bool, dtype: 
     tokenizer = AutoTokenizer.from_pretrained(str(base))
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
-    model = AutoModelForCausalLM.from_pretrained(str(source), dtype=torch_dtype, use_safetensors=True)
+    model: Any = AutoModelForCausalLM.from_pretrained(str(source), dtype=torch_dtype, use_safetensors=True)
     model.to(device)
     if torch_dtype != torch.float32:
         name += f"[{str(torch_dtype).removeprefix('torch.')}]"  # rewrites differ by dtype: keep caches apart
@@ -105,6 +105,8 @@ def _merged_dir(base: Path, lora: Path) -> Path:
 
 
 @functools.lru_cache(maxsize=4)
-def shared_default_backend(*, device: str | None = None, num_threads: int | None = None, dtype: Any = None) -> HFBackend:
+def shared_default_backend(
+    *, device: str | None = None, num_threads: int | None = None, dtype: Any = None
+) -> HFBackend:
     """One embedded model per process (per device, thread and dtype setting), however many optimizers use it."""
     return load_default_backend(device=device, num_threads=num_threads, dtype=dtype)

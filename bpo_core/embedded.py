@@ -80,7 +80,7 @@ def _convert(gguf: Path, target: Path) -> None:
         raise ModelLoadError(f"Could not read the embedded GGUF model at {gguf}: {exc}") from exc
     # A GGUF-loaded model refuses save_pretrained; the dequantized weights are plain tensors,
     # so dropping the quantizer marker makes it an ordinary checkpoint.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     # Owner-only: the cache is per user, and nobody else should swap the weights under us.

@@ -58,6 +58,7 @@ def check_style(style: str) -> str:
         raise ValueError(f"Unknown style {style!r}; expected one of {', '.join(STYLES)}")
     return style
 
+
 PLACEHOLDER = "{prompt}"
 _SENTINEL = "\x00BPO_PROMPT\x00"
 
@@ -79,7 +80,9 @@ def encode_around(
     cannot open a new turn or end the input (prompt injection into the template).
     """
     # The template parts are the same on every call: tokenize them once per tokenizer.
-    memo: dict[tuple[str, str, bool], tuple[list[int], list[int]]] = tokenizer.__dict__.setdefault("_bpo_template_ids", {})
+    memo: dict[tuple[str, str, bool], tuple[list[int], list[int]]] = tokenizer.__dict__.setdefault(
+        "_bpo_template_ids", {}
+    )
     parts = memo.get((before, after, add_special_tokens))
     if parts is None:
         head = list(tokenizer(before, add_special_tokens=add_special_tokens)["input_ids"]) if before else []
@@ -95,8 +98,9 @@ def encode_around(
 class PromptFormat(Protocol):
     """Wraps a user prompt for an optimizer model."""
 
-    #: Editable template text (exposed through LlamaIndex's PromptMixin, for example).
-    template: str
+    @property
+    def template(self) -> str:
+        """Editable template text (exposed through LlamaIndex's PromptMixin, for example)."""
 
     def render(self, prompt: str, tokenizer: PreTrainedTokenizerBase | None = None) -> str:
         """Return the model input as text."""
@@ -158,7 +162,10 @@ class ChatFormat:
     history: tuple[tuple[str, str], ...] = ()
 
     def messages(self, prompt: str) -> list[dict[str, str]]:
-        return [{"role": "system", "content": _with_history(self.template, self.history)}, {"role": "user", "content": prompt}]
+        return [
+            {"role": "system", "content": _with_history(self.template, self.history)},
+            {"role": "user", "content": prompt},
+        ]
 
     def with_history(self, history: Sequence[tuple[str, str]]) -> ChatFormat:
         return replace(self, history=tuple(history))
@@ -170,7 +177,7 @@ class ChatFormat:
                 f"<|im_start|>system\n{_with_history(self.template, self.history)}<|im_end|>\n"
                 f"<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n"
             )
-        return tokenizer.apply_chat_template(self.messages(prompt), tokenize=False, add_generation_prompt=True)
+        return str(tokenizer.apply_chat_template(self.messages(prompt), tokenize=False, add_generation_prompt=True))
 
     def encode(self, prompt: str, tokenizer: PreTrainedTokenizerBase) -> list[int]:
         # Render around a sentinel so the template's special tokens stay special while the

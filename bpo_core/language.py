@@ -14,15 +14,18 @@ _EN = frozenset(
     "you your i my me we can do does please write give tell make explain".split()
 )
 # Frequent function words of other Latin-script languages that are not English words.
-_OTHER = frozenset(
-    "el los las del que por para una uno es está como pero más muy qué cómo "  # es
-    "le les des une est pas pour avec dans sur qui quoi je tu vous nous sont mais "  # fr
-    "der die das und ist nicht ein eine mit für auf ich du sie wie was wir sind "  # de
-    "il lo gli di che non per sono della come perché "  # it
-    "o os um uma não com são você isso para como "  # pt
-    "het een en niet van ik je zijn wat hoe "  # nl
-    "ve bir bu ne için ile".split()  # tr
-) - _EN
+_OTHER = (
+    frozenset(
+        "el los las del que por para una uno es está como pero más muy qué cómo "  # es
+        "le les des une est pas pour avec dans sur qui quoi je tu vous nous sont mais "  # fr
+        "der die das und ist nicht ein eine mit für auf ich du sie wie was wir sind "  # de
+        "il lo gli di che non per sono della come perché "  # it
+        "o os um uma não com são você isso para como "  # pt
+        "het een en niet van ik je zijn wat hoe "  # nl
+        "ve bir bu ne için ile".split()  # tr
+    )
+    - _EN
+)
 
 
 def looks_english(text: str) -> bool:

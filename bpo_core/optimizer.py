@@ -427,7 +427,11 @@ class BPOOptimizer:
     async def arewrite_batch(
         self, prompts: Sequence[str], *, mode: str | None = None, rounds: int | None = None
     ) -> list[OptimizationResult]:
-        if self.config.micro_batching and not isinstance(prompts, str) and 0 < len(prompts) < self.config.max_batch_size:
+        if (
+            self.config.micro_batching
+            and not isinstance(prompts, str)
+            and 0 < len(prompts) < self.config.max_batch_size
+        ):
             valid = [validate_prompt(p, f"prompts[{i}]") for i, p in enumerate(prompts)]
             futures = [self._submit(p, mode, rounds) for p in valid]
             deadline = waits.deadline_after(self.config.timeout_s)
@@ -444,12 +448,15 @@ class BPOOptimizer:
             batcher.close()
 
     # -------------------------------------------------------------- internals
-    def _submit(self, prompt: str, mode: str | None, rounds: int | None) -> concurrent.futures.Future[OptimizationResult]:
+    def _submit(
+        self, prompt: str, mode: str | None, rounds: int | None
+    ) -> concurrent.futures.Future[OptimizationResult]:
         _check_call(mode, rounds)
         batcher = self._shared.get_batcher(self.config.max_wait_ms, self.config.max_batch_size)
         # Calls whose options give the same results share a batch, even from different optimizer
         # objects (each BPORunnable or with_options() copy is one) over the same model.
         return batcher.submit(_BatchGroup(self, mode, rounds), prompt)
+
 
 @functools.lru_cache(maxsize=1)
 def _timeout_pool() -> concurrent.futures.ThreadPoolExecutor:

@@ -22,7 +22,7 @@ def read_records(path: Path) -> Iterator[tuple[str, Any]]:
     array is read as one array. Raises :class:`DataFormatError` for an empty file or bad JSON.
     """
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:  # type: ignore[operator]
+    with opener(path, "rt", encoding="utf-8") as f:
         text = f.read()
     if not text.strip():
         raise DataFormatError(f"{path}: file is empty")

@@ -108,7 +108,7 @@ def create_app(
         return {"object": "list", "data": [{"id": model_name, "object": "model", "owned_by": "bpo-prompt"}]}
 
     @app.post("/v1/completions")
-    async def completions(req: CompletionRequest) -> dict[str, Any]:
+    async def completions(req: CompletionRequest) -> Any:
         prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
         if not prompts:
             raise HTTPException(400, "prompt must not be empty")
@@ -138,7 +138,13 @@ def create_app(
                 if stop and stop in text:
                     text = text[: text.index(stop)]
             choices.append({"index": i, "text": text, "finish_reason": "stop", "logprobs": None})
-        return {"id": f"cmpl-{time.time_ns()}", "object": "text_completion", "created": int(time.time()), "model": model_name, "choices": choices}
+        return {
+            "id": f"cmpl-{time.time_ns()}",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": model_name,
+            "choices": choices,
+        }
 
     @app.post("/v1/optimize")
     async def optimize(req: OptimizeRequest) -> Any:

@@ -37,10 +37,14 @@ def main() -> None:
             ]
         )
     )
-    agent = create_agent(model, [get_weather], system_prompt="You are a travel assistant.", middleware=[BPOMiddleware()])
+    agent = create_agent(
+        model, [get_weather], system_prompt="You are a travel assistant.", middleware=[BPOMiddleware()]
+    )
     state = agent.invoke({"messages": [HumanMessage("what's the weather in paris today")]})
     for msg in state["messages"]:
-        note = f"   (original: {msg.additional_kwargs[ORIGINAL_KEY]!r})" if ORIGINAL_KEY in msg.additional_kwargs else ""
+        note = (
+            f"   (original: {msg.additional_kwargs[ORIGINAL_KEY]!r})" if ORIGINAL_KEY in msg.additional_kwargs else ""
+        )
         calls = f" tool_calls={[c['name'] for c in msg.tool_calls]}" if getattr(msg, "tool_calls", None) else ""
         print(f"{msg.type:>5}: {msg.text or ''}{calls}{note}")
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 import sys
 import time
 
+from _local_llm import base_model_and_tokenizer
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_huggingface import ChatHuggingFace, HuggingFacePipeline
 from transformers import pipeline
 
-from _local_llm import base_model_and_tokenizer
 from langchain_bpo import BPORunnable
 
 QUESTIONS = sys.argv[1:] or [

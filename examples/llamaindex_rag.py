@@ -9,11 +9,11 @@ from __future__ import annotations
 import sys
 import time
 
+from _local_llm import base_model_and_tokenizer
 from llama_index.core import Document, Settings, VectorStoreIndex
 from llama_index.core.query_engine import TransformQueryEngine
 from llama_index.llms.huggingface import HuggingFaceLLM
 
-from _local_llm import base_model_and_tokenizer
 from llamaindex_bpo import BPOQueryTransform
 from llamaindex_bpo.testing import KeywordEmbedding
 

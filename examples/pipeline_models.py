@@ -21,14 +21,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _local_llm import base_model_and_tokenizer  # noqa: E402
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _chat(max_new_tokens: int):
     from langchain_huggingface import ChatHuggingFace, HuggingFacePipeline
     from transformers import pipeline
 
     model, tokenizer = base_model_and_tokenizer()
     generate = pipeline(
-        "text-generation", model=model, tokenizer=tokenizer, max_new_tokens=max_new_tokens, do_sample=False,
+        "text-generation",
+        model=model,
+        tokenizer=tokenizer,
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
         return_full_text=False,
     )
     return ChatHuggingFace(llm=HuggingFacePipeline(pipeline=generate), tokenizer=tokenizer)

@@ -91,7 +91,9 @@ class BPOChatModel(BaseChatModel):
         if run_manager is not None and results and run_manager.handlers:
             dispatch_custom_event("bpo_rewrite", self._info(results), config={"callbacks": _child(run_manager)})
 
-    async def _areport(self, run_manager: AsyncCallbackManagerForLLMRun | None, results: list[OptimizationResult]) -> None:
+    async def _areport(
+        self, run_manager: AsyncCallbackManagerForLLMRun | None, results: list[OptimizationResult]
+    ) -> None:
         if run_manager is not None and results and run_manager.handlers:
             await adispatch_custom_event("bpo_rewrite", self._info(results), config={"callbacks": _child(run_manager)})
 
@@ -164,9 +166,15 @@ class BPOChatModel(BaseChatModel):
     def _chunk(
         self, chunk: Any, results: list[OptimizationResult] | None, run_manager: CallbackManagerForLLMRun | None
     ) -> ChatGenerationChunk:
-        message = chunk if isinstance(chunk, AIMessageChunk) else AIMessageChunk(content=getattr(chunk, "content", str(chunk)))
+        message = (
+            chunk
+            if isinstance(chunk, AIMessageChunk)
+            else AIMessageChunk(content=getattr(chunk, "content", str(chunk)))
+        )
         if results is not None:  # the first chunk carries what BPO did (chunks' metadata merge)
-            message = message.model_copy(update={"response_metadata": {**message.response_metadata, "bpo": self._info(results)}})
+            message = message.model_copy(
+                update={"response_metadata": {**message.response_metadata, "bpo": self._info(results)}}
+            )
         out = ChatGenerationChunk(message=message)
         if run_manager is not None:
             run_manager.on_llm_new_token(out.text, chunk=out)

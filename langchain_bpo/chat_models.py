@@ -19,5 +19,7 @@ def init_from_spec(spec: str) -> Any:
     try:
         from langchain.chat_models import init_chat_model
     except ImportError as exc:  # pragma: no cover - depends on the install
-        raise ImportError("provider:model specs need the 'langchain' package: pip install 'bpo-prompt[agents]'") from exc
+        raise ImportError(
+            "provider:model specs need the 'langchain' package: pip install 'bpo-prompt[agents]'"
+        ) from exc
     return init_chat_model(spec)

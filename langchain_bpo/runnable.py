@@ -1,6 +1,6 @@
 """BPORunnable: a LangChain Runnable that rewrites the user's prompt before the LLM sees it.
 
-    chain = prompt | BPORunnable() | llm
+chain = prompt | BPORunnable() | llm
 """
 
 from __future__ import annotations
@@ -90,9 +90,7 @@ class BPORunnable(RunnableSerializable[Any, Any]):
         _report(config, results)
         return p.rebuild(results)
 
-    async def _ainvoke(
-        self, value: Any, run_manager: AsyncCallbackManagerForChainRun, config: RunnableConfig
-    ) -> Any:
+    async def _ainvoke(self, value: Any, run_manager: AsyncCallbackManagerForChainRun, config: RunnableConfig) -> Any:
         p = plan(value, self.input_key)
         results = (await self._aresults([p]))[0]
         await _areport(config, results)
@@ -108,7 +106,9 @@ class BPORunnable(RunnableSerializable[Any, Any]):
         return plans
 
     @staticmethod
-    def _outputs(plans: list[Plan | Exception], grouped: list[list[OptimizationResult]]) -> list[tuple[Any, list[OptimizationResult]]]:
+    def _outputs(
+        plans: list[Plan | Exception], grouped: list[list[OptimizationResult]]
+    ) -> list[tuple[Any, list[OptimizationResult]]]:
         """Pair each input's output (or its exception) with its results."""
         it = iter(grouped)
         return [(p, []) if isinstance(p, Exception) else (p.rebuild(r := next(it)), r) for p in plans]

@@ -203,7 +203,9 @@ class BPOLLM(LLM):
     # ------------------------------------------------------------------ completion (pass-through by default)
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        return self.llm.complete(self._optimize(prompt) if self.optimize_complete else prompt, formatted=formatted, **kwargs)
+        return self.llm.complete(
+            self._optimize(prompt) if self.optimize_complete else prompt, formatted=formatted, **kwargs
+        )
 
     @llm_completion_callback()
     async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:

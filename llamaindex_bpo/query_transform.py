@@ -1,6 +1,6 @@
 """BPOQueryTransform: a LlamaIndex query transform that rewrites the query for answer synthesis.
 
-    engine = TransformQueryEngine(index.as_query_engine(), query_transform=BPOQueryTransform())
+engine = TransformQueryEngine(index.as_query_engine(), query_transform=BPOQueryTransform())
 """
 
 from __future__ import annotations

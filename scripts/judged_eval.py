@@ -68,7 +68,10 @@ def outputs(name: str, style: str | None) -> None:
         results += optimizer.rewrite_batch([r["prompt"] for r in rows[start : start + 32]])
     _write(
         DIR / "outputs" / f"{name}.jsonl",
-        [{"id": r["id"], "optimized": res.optimized, "reason": res.reason, "style": res.style} for r, res in zip(rows, results)],
+        [
+            {"id": r["id"], "optimized": res.optimized, "reason": res.reason, "style": res.style}
+            for r, res in zip(rows, results)
+        ],
     )
     print(f"{name}: {sum(res.changed for res in results)}/{len(rows)} changed")
 
@@ -123,7 +126,15 @@ def report() -> None:
             c = per_set[s]
             m = sum(c.values())
             detail.append(f"| {system} | {s} | {m} | " + " | ".join(f"{100 * c[k] / m:.0f}%" for k in "BNUH") + " |")
-    out = ["# Judged faithfulness (rubric, blind, a strong LLM as judge)", "", *lines, *detail, "", "## Harmful cases", ""]
+    out = [
+        "# Judged faithfulness (rubric, blind, a strong LLM as judge)",
+        "",
+        *lines,
+        *detail,
+        "",
+        "## Harmful cases",
+        "",
+    ]
     out += [f"- {system} `{rid}`: {why}" for system, rid, why in harmful] or ["(none)"]
     (DIR / "report.md").write_text("\n".join(out) + "\n", encoding="utf-8")
     print("\n".join(lines))

@@ -21,7 +21,10 @@ def main(src: str) -> None:
     SHIPPED_ADAPTER.mkdir(parents=True, exist_ok=True)
     weights = load_file(str(source / "adapter_model.safetensors"))
     # fp16 halves the size (peft casts adapters back to the base model's dtype when loading).
-    save_file({k: v.to(torch.float16).contiguous() for k, v in weights.items()}, str(SHIPPED_ADAPTER / "adapter_model.safetensors"))
+    save_file(
+        {k: v.to(torch.float16).contiguous() for k, v in weights.items()},
+        str(SHIPPED_ADAPTER / "adapter_model.safetensors"),
+    )
     shutil.copy(source / "adapter_config.json", SHIPPED_ADAPTER / "adapter_config.json")
     shutil.copy(source / "bpo_training.json", SHIPPED_ADAPTER / "bpo_training.json")
     info = json.loads((source / "bpo_training.json").read_text())

@@ -21,5 +21,16 @@ if __name__ == "__main__":
     root = Path(__file__).resolve().parents[1]
     test = root / "tests" / "test_engine_faults.py"
     budget = str(max(300, int(rounds) * 30))  # per-test timeout for the long run
-    sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", f"--timeout={budget}", "--rootdir", str(root),
-                          f"{test}::test_faults_at_random_steps_never_leave_a_caller_waiting"]))
+    sys.exit(
+        pytest.main(
+            [
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                f"--timeout={budget}",
+                "--rootdir",
+                str(root),
+                f"{test}::test_faults_at_random_steps_never_leave_a_caller_waiting",
+            ]
+        )
+    )

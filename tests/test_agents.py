@@ -40,11 +40,17 @@ class ToolCallingFake(GenericFakeChatModel):
 
 def _agent(backend, spy=None):
     script = iter(
-        [AIMessage("", tool_calls=[{"name": "get_weather", "args": {"city": "Paris"}, "id": "c1"}]), AIMessage("Sunny.")]
+        [
+            AIMessage("", tool_calls=[{"name": "get_weather", "args": {"city": "Paris"}, "id": "c1"}]),
+            AIMessage("Sunny."),
+        ]
     )
     optimizer = BPOOptimizer(spy or backend, max_new_tokens=40)
     return create_agent(
-        ToolCallingFake(messages=script), [get_weather], system_prompt="You are a weather bot.", middleware=[BPOMiddleware(optimizer)]
+        ToolCallingFake(messages=script),
+        [get_weather],
+        system_prompt="You are a weather bot.",
+        middleware=[BPOMiddleware(optimizer)],
     )
 
 
@@ -127,7 +133,9 @@ def test_condense_plus_context_rewrites_standalone_question(optimizer):
         embed_model=KeywordEmbedding(),
     )
     llm = ScriptedLLM(prompts=[], answer="what is the weather like in paris in spring")
-    engine = BPOCondensePlusContextChatEngine.from_defaults(index.as_retriever(similarity_top_k=1), llm=llm, optimizer=optimizer)
+    engine = BPOCondensePlusContextChatEngine.from_defaults(
+        index.as_retriever(similarity_top_k=1), llm=llm, optimizer=optimizer
+    )
     history = [ChatMessage(role="user", content="I am going to Paris"), ChatMessage(role="assistant", content="Nice!")]
     engine.chat("and the weather?", chat_history=history)
     res = engine.last_result
@@ -143,7 +151,13 @@ def test_history_is_given_to_optimizer_as_context(backend):
     assert "planning a trip to Japan" in fmt.render("what should I pack?", tokenizer)
     spy = CountingBackend(backend)
     mw = BPOMiddleware(BPOOptimizer(spy, max_new_tokens=24), history_turns=2)
-    state = {"messages": [HumanMessage("I am planning a trip to Japan"), AIMessage("Great!"), HumanMessage("what should I pack?")]}
+    state = {
+        "messages": [
+            HumanMessage("I am planning a trip to Japan"),
+            AIMessage("Great!"),
+            HumanMessage("what should I pack?"),
+        ]
+    }
     update = mw.before_agent(state, None)
     # Only the newest turn goes to the model (a rejected rewrite may be followed by an addition).
     assert spy.calls and all(call == ["what should I pack?"] for call in spy.calls)

@@ -30,7 +30,10 @@ def test_meta_prompt_and_faithful_examples():
     messages = optimizer.backend.messages(QUESTION, optimizer.fmt)
     examples = default_examples()
     assert len(examples) == 5 and messages[0] == ("system", CHAT_OPTIMIZER_SYSTEM)
-    assert messages[1] == ("user", USER_TEMPLATE.format(prompt=examples[0][0])) and messages[2] == ("assistant", examples[0][1])
+    assert messages[1] == ("user", USER_TEMPLATE.format(prompt=examples[0][0])) and messages[2] == (
+        "assistant",
+        examples[0][1],
+    )
     assert messages[-1] == ("user", USER_TEMPLATE.format(prompt=QUESTION))
     # The examples are judged-faithful pairs of the committed training set, never from the test split.
     import json
@@ -48,8 +51,14 @@ def test_rewrites_with_guard_context_and_cache():
     # Pasted material never reaches the chat model and comes back byte for byte.
     code = "```python\nprint(sum(range(10)))\n```"
     seen = []
-    spy = BPOOptimizer.from_chat_model(lambda messages: seen.append(messages[-1][1]) or f"{messages[-1][1].split(':', 1)[1].strip()}\nWalk through it line by line.")
-    assert spy.optimize(f"Explain this code:\n\n{code}") == f"Explain this code:\n\n{code}\nWalk through it line by line."
+    spy = BPOOptimizer.from_chat_model(
+        lambda messages: (
+            seen.append(messages[-1][1]) or f"{messages[-1][1].split(':', 1)[1].strip()}\nWalk through it line by line."
+        )
+    )
+    assert (
+        spy.optimize(f"Explain this code:\n\n{code}") == f"Explain this code:\n\n{code}\nWalk through it line by line."
+    )
     assert seen == [USER_TEMPLATE.format(prompt="Explain this code:\n\n[pasted code]")]
     from tests import pipeline_fakes
 
@@ -100,7 +109,11 @@ class RewritingLLM(CustomLLM):
     def chat(self, messages: list[ChatMessage], **kwargs: Any) -> ChatResponse:
         self.seen.append([m.role for m in messages])
         text = messages[-1].content.split("Instruction to optimize:\n", 1)[1]
-        return ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=f"{text.rstrip('?')}? Please explain step by step with examples."))
+        return ChatResponse(
+            message=ChatMessage(
+                role=MessageRole.ASSISTANT, content=f"{text.rstrip('?')}? Please explain step by step with examples."
+            )
+        )
 
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
@@ -117,7 +130,9 @@ def test_llamaindex_transform_with_chat_optimizer():
     transform = BPOQueryTransform(optimizer)
     assert transform.run(QUESTION).query_str == REWRITE
     assert llm.seen[0][0] == MessageRole.SYSTEM and llm.seen[0][-1] == MessageRole.USER
-    index = VectorStoreIndex.from_documents([Document(text="Regular exercise strengthens the heart.")], embed_model=KeywordEmbedding())
+    index = VectorStoreIndex.from_documents(
+        [Document(text="Regular exercise strengthens the heart.")], embed_model=KeywordEmbedding()
+    )
     engine = TransformQueryEngine(index.as_query_engine(llm=MockLLM(), similarity_top_k=1), transform)
     nodes = engine.retrieve(QueryBundle(QUESTION))
     assert "exercise" in nodes[0].node.get_content()
@@ -125,7 +140,10 @@ def test_llamaindex_transform_with_chat_optimizer():
 
 async def test_llamaindex_chat_wrapper_async():
     chat = as_chat_model(RewritingLLM(seen=[]))
-    assert await chat.acomplete([("user", "Instruction to optimize:\nhi")]) == "hi? Please explain step by step with examples."
+    assert (
+        await chat.acomplete([("user", "Instruction to optimize:\nhi")])
+        == "hi? Please explain step by step with examples."
+    )
     with pytest.raises(ValueError, match="unknown chat role"):
         chat.complete([("tool", "x")])
     with pytest.raises(TypeError, match="LlamaIndex LLM"):
@@ -143,10 +161,16 @@ def test_chat_model_writes_additions_with_its_own_meta_prompt():
 
     optimizer = BPOOptimizer.from_chat_model(model, style="augment")
     result = optimizer.rewrite(QUESTION)
-    assert result.optimized == QUESTION + "\n\n" + "Cover the main benefits for the heart, mood and sleep, with an example of each."
+    assert (
+        result.optimized
+        == QUESTION + "\n\n" + "Cover the main benefits for the heart, mood and sleep, with an example of each."
+    )
     assert result.style == "augment" and result.addition.startswith("Cover")
     system, *turns = seen[0]
     assert system == ("system", CHAT_AUGMENT_SYSTEM)
-    assert turns[1] == ("assistant", default_examples("augment")[0][1]) and turns[-1] == ("user", USER_TEMPLATE.format(prompt=QUESTION))
+    assert turns[1] == ("assistant", default_examples("augment")[0][1]) and turns[-1] == (
+        "user",
+        USER_TEMPLATE.format(prompt=QUESTION),
+    )
     nothing = BPOOptimizer.from_chat_model(lambda messages: "(none)", style="augment").rewrite("thanks, that was all")
     assert nothing.optimized == "thanks, that was all" and nothing.kind.value == "nothing_to_add"

@@ -87,7 +87,11 @@ def test_faults_at_random_steps_never_leave_a_caller_waiting(backend, monkeypatc
         threads = [
             threading.Thread(
                 target=call,
-                args=(rng.choice(["backend", "optimizer"]), rng.sample(PROMPTS, rng.randint(1, 4)), rng.uniform(0, 0.3)),
+                args=(
+                    rng.choice(["backend", "optimizer"]),
+                    rng.sample(PROMPTS, rng.randint(1, 4)),
+                    rng.uniform(0, 0.3),
+                ),
                 daemon=True,
             )
             for _ in range(rng.randint(2, 5))
@@ -182,7 +186,9 @@ def test_server_answers_every_request_when_the_model_fails(backend, monkeypatch)
         def post(i: int) -> httpx.Response:
             if i % 2:
                 return httpx.post(f"{url}/optimize", json={"prompts": [PROMPTS[i % len(PROMPTS)]]}, timeout=90)
-            return httpx.post(f"{url}/completions", json={"prompt": PROMPTS[i % len(PROMPTS)], "max_tokens": 8}, timeout=90)
+            return httpx.post(
+                f"{url}/completions", json={"prompt": PROMPTS[i % len(PROMPTS)], "max_tokens": 8}, timeout=90
+            )
 
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             responses = list(pool.map(post, range(8)))
@@ -195,7 +201,10 @@ def test_server_answers_every_request_when_the_model_fails(backend, monkeypatch)
         prompt = optimizer_input(backend, PROMPTS[0])
         ok = httpx.post(f"{url}/completions", json={"prompt": prompt, "max_tokens": 6}, timeout=90)
         assert ok.status_code == 200
-        assert ok.json()["choices"][0]["text"] == backend.generate([prompt], RawFormat(), settings_for_mode("greedy", max_new_tokens=6))[0]
+        assert (
+            ok.json()["choices"][0]["text"]
+            == backend.generate([prompt], RawFormat(), settings_for_mode("greedy", max_new_tokens=6))[0]
+        )
 
 
 def test_server_request_timeout_answers_504(backend, monkeypatch):

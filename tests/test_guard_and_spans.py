@@ -11,7 +11,9 @@ from bpo_core.rewrite.segment import segment
 
 
 def test_accepts_a_faithful_rewrite():
-    v = check("Give two good examples of customer service.", "Give two specific examples of outstanding customer service.")
+    v = check(
+        "Give two good examples of customer service.", "Give two specific examples of outstanding customer service."
+    )
     assert v.ok and v.reason is None
 
 
@@ -23,14 +25,18 @@ def test_rejects_empty_and_answers():
 
 def test_length_filter_with_short_prompt_floor():
     assert "too short" in check("Write a long detailed story about a dragon and a knight", "Story.").reason
-    assert check("why exercise", "Explain why regular exercise matters for physical and mental health, with examples.").ok
+    assert check(
+        "why exercise", "Explain why regular exercise matters for physical and mental health, with examples."
+    ).ok
     long = "Explain why exercise matters " + "and more detail " * 20
     assert "too long" in check("why exercise", long).reason
     assert check("why exercise", long, GuardConfig(max_length_ratio=100)).ok
 
 
 def test_rejects_dropped_keywords_and_changed_quotes():
-    assert "drops key words" in check("Translate the menu of the Italian restaurant", "Write a poem about the sea.").reason
+    assert (
+        "drops key words" in check("Translate the menu of the Italian restaurant", "Write a poem about the sea.").reason
+    )
     v = check('Translate "bonjour le monde" into English', "Translate the French phrase bonjour le monde into English")
     assert not v.ok and "quoted" in v.reason
 
@@ -48,7 +54,10 @@ def test_segment_finds_material_after_before_and_around_the_instruction():
     assert after.view() == "Summarize this text:\n\n[pasted text]"
     code = "def add(a, b):\n    return a + b\n\nprint(add(1, 2))"
     before = segment(f"```python\n{code}\n```\n\nWhat does this code print?")
-    assert before.instruction == "What does this code print?" and before.view() == "[pasted code]\n\nWhat does this code print?"
+    assert (
+        before.instruction == "What does this code print?"
+        and before.view() == "[pasted code]\n\nWhat does this code print?"
+    )
     plain = segment("how can I create a profile on Facebook?")
     assert not plain.has_material and plain.view() == "how can I create a profile on Facebook?"
 

@@ -159,5 +159,5 @@ def test_configurable_fields(optimizer):
     )
     out = runnable.invoke(PROMPTS[2], config={"configurable": {"bpo_mode": "stable", "bpo_rounds": 1}})
     assert isinstance(out, str)
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError, match="nonsense"):
         runnable.invoke(PROMPTS[2], config={"configurable": {"bpo_mode": "nonsense"}})

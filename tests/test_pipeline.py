@@ -25,7 +25,7 @@ from bpo_core.pipeline.construct import (
     teacher_prompt,
 )
 from bpo_core.pipeline.feedback import read_feedback, split_dialogue
-from bpo_core.policy import CallPolicy, Caller, RateLimiter
+from bpo_core.policy import Caller, CallPolicy, RateLimiter
 from bpo_core.training import load_pairs
 from tests import pipeline_fakes
 
@@ -49,12 +49,27 @@ def cli(*args: str):
 @pytest.mark.parametrize(
     ("answer", "optimized", "comparison", "ended"),
     [
-        ("Detailed Comparison Result: A is better.\nOptimized Instruction: Explain X in detail. [END]", "Explain X in detail.", "A is better.", True),
-        ('Detailed Comparison Result: ok\nOptimized Instruction: "Explain X, with examples." [END] trailing', "Explain X, with examples.", "ok", True),
+        (
+            "Detailed Comparison Result: A is better.\nOptimized Instruction: Explain X in detail. [END]",
+            "Explain X in detail.",
+            "A is better.",
+            True,
+        ),
+        (
+            'Detailed Comparison Result: ok\nOptimized Instruction: "Explain X, with examples." [END] trailing',
+            "Explain X, with examples.",
+            "ok",
+            True,
+        ),
         ("Optimized Instruction: Explain X step by step.", "Explain X step by step.", "", False),
         ("comparison\noptimized instruction: **Explain X** [END]", "Explain X", "comparison", True),
         # The authors eval() this text; a literal parse must never run it.
-        ("Optimized Instruction: __import__('os').system('echo pwned') [END]", "__import__('os').system('echo pwned')", "", True),
+        (
+            "Optimized Instruction: __import__('os').system('echo pwned') [END]",
+            "__import__('os').system('echo pwned')",
+            "",
+            True,
+        ),
     ],
 )
 def test_parse_teacher_answer(answer, optimized, comparison, ended):
@@ -64,8 +79,12 @@ def test_parse_teacher_answer(answer, optimized, comparison, ended):
 
 @pytest.mark.parametrize(
     ("answer", "reason"),
-    [("", "empty answer"), ("The good response is better.", "no 'Optimized Instruction:'"),
-     ("Optimized Instruction:   [END]", "empty text"), ("Optimized Instruction: \"\" [END]", "empty text")],
+    [
+        ("", "empty answer"),
+        ("The good response is better.", "no 'Optimized Instruction:'"),
+        ("Optimized Instruction:   [END]", "empty text"),
+        ('Optimized Instruction: "" [END]', "empty text"),
+    ],
 )
 def test_parse_teacher_answer_rejects_malformed(answer, reason):
     with pytest.raises(AnswerParseError, match=reason):
@@ -85,7 +104,9 @@ def test_teacher_prompt_is_the_authors():
     assert items[0].context == ""  # an empty context field still gets the with-context prompt
     for item in items:
         prompt = teacher_prompt(item)
-        assert prompt.startswith(f'instruction: "{item.instruction}"\ncontext:\n"{item.context}"\n\nbad response:\n"{item.bad_res}"')
+        assert prompt.startswith(
+            f'instruction: "{item.instruction}"\ncontext:\n"{item.context}"\n\nbad response:\n"{item.bad_res}"'
+        )
     assert "3.Don't change the context or add the context into the instruction" in prompt
     assert prompt.endswith("Optimized Instruction: xxx [END]")
     items, _ = read_feedback(DATA / "examples_no_ctx.json")
@@ -100,12 +121,15 @@ def test_read_feedback_formats(tmp_path):
     hh, skipped = read_feedback(DATA / "hh_harmless_test_40.jsonl.gz")
     assert len(hh) + len(skipped) == 40
     assert len(hh) == 10 and all("multi-turn" in s.reason for s in skipped)
-    first = json.loads(gzip.open(DATA / "hh_harmless_test_40.jsonl.gz", "rt").readline())
+    with gzip.open(DATA / "hh_harmless_test_40.jsonl.gz", "rt") as f:
+        first = json.loads(f.readline())
     turns = split_dialogue(first["chosen"])
     assert turns[0][0] == "Human" and turns[-1][0] == "Assistant"
     # Generic JSONL with a field mapping.
     path = tmp_path / "mine.jsonl"
-    path.write_text(json.dumps({"question": "how to boil an egg", "chosen": "Boil 9 min.", "rejected": "no", "id": 7}) + "\n")
+    path.write_text(
+        json.dumps({"question": "how to boil an egg", "chosen": "Boil 9 min.", "rejected": "no", "id": 7}) + "\n"
+    )
     items, _ = read_feedback(path, fields={"instruction": "question", "good_res": "chosen", "bad_res": "rejected"})
     assert items[0].instruction == "how to boil an egg" and items[0].extra == {"id": 7}
     # Keys are stable across reads: resume depends on it.
@@ -162,7 +186,17 @@ def test_construct_retries_transient_errors(tmp_path):
     pipeline_fakes.FLAKY_SEEN.clear()
     before = pipeline_fakes.CALLS.get("flaky-failure", 0)
     out = tmp_path / "pairs.jsonl"
-    result = cli("construct", DATA / "examples_no_ctx.json", "--teacher", f"{FAKES}:FlakyTeacher", "-o", out, "--backoff", "0", "--no-progress")
+    result = cli(
+        "construct",
+        DATA / "examples_no_ctx.json",
+        "--teacher",
+        f"{FAKES}:FlakyTeacher",
+        "-o",
+        out,
+        "--backoff",
+        "0",
+        "--no-progress",
+    )
     assert result.exit_code == 0, result.output
     assert pipeline_fakes.CALLS["flaky-failure"] - before == 2
     assert len(read_jsonl(out)) == 2
@@ -170,7 +204,17 @@ def test_construct_retries_transient_errors(tmp_path):
 
 def test_construct_failed_records_are_retried_by_the_next_run(tmp_path):
     out = tmp_path / "pairs.jsonl"
-    args = (DATA / "examples_ctx.json", DATA / "examples_no_ctx.json", "-o", out, "--backoff", "0", "--max-retries", "1", "--no-progress")
+    args = (
+        DATA / "examples_ctx.json",
+        DATA / "examples_no_ctx.json",
+        "-o",
+        out,
+        "--backoff",
+        "0",
+        "--max-retries",
+        "1",
+        "--no-progress",
+    )
     result = cli("construct", *args[:2], "--teacher", f"{FAKES}:BrokenTeacher", *args[2:])
     assert result.exit_code == 1 and "run the same command again" in result.output
     rejects = read_jsonl(tmp_path / "pairs.rejects.jsonl")
@@ -182,8 +226,20 @@ def test_construct_failed_records_are_retried_by_the_next_run(tmp_path):
 
 def test_construct_resumes_after_kill_without_loss_or_duplicates(tmp_path):
     out = tmp_path / "pairs.jsonl"
-    cmd = [sys.executable, "-m", "bpo_core.cli", "construct", *map(str, INPUTS), "--teacher", f"{FAKES}:Teacher",
-           "-o", str(out), "--concurrency", "1", "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bpo_core.cli",
+        "construct",
+        *map(str, INPUTS),
+        "--teacher",
+        f"{FAKES}:Teacher",
+        "-o",
+        str(out),
+        "--concurrency",
+        "1",
+        "--no-progress",
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "BPO_TEST_TEACHER_DELAY": "0.3"}
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
@@ -243,8 +299,21 @@ async def test_caller_bounds_concurrency_and_gives_up_after_retries():
 
 # ----------------------------------------------------------------------------- eval
 def eval_args(out: Path, *extra: str) -> list[str]:
-    return ["eval", "--target", f"{FAKES}:Target", "--judge", f"{FAKES}:LengthJudge", "--sets", "vicuna,dolly",
-            "--limit", "3", "--output-dir", str(out), "--no-progress", *extra]
+    return [
+        "eval",
+        "--target",
+        f"{FAKES}:Target",
+        "--judge",
+        f"{FAKES}:LengthJudge",
+        "--sets",
+        "vicuna,dolly",
+        "--limit",
+        "3",
+        "--output-dir",
+        str(out),
+        "--no-progress",
+        *extra,
+    ]
 
 
 def test_eval_cli_reports_and_resumes(tmp_path, backend):
@@ -266,7 +335,7 @@ def test_eval_cli_reports_and_resumes(tmp_path, backend):
     calls = dict(pipeline_fakes.CALLS)
     again = cli(*eval_args(out))
     assert again.exit_code == 0, again.output
-    assert pipeline_fakes.CALLS == calls
+    assert calls == pipeline_fakes.CALLS
     assert json.loads((out / "report.json").read_text())["sets"] == report["sets"]
     # Another judge in the same folder would mix runs: refused.
     other = cli(*[a.replace("LengthJudge", "FirstJudge") for a in eval_args(out)])
@@ -299,11 +368,27 @@ def test_construct_train_eval_chain(tmp_path, backend):
     pairs = tmp_path / "pairs.jsonl"
     assert cli("construct", *INPUTS, "--teacher", f"{FAKES}:Teacher", "-o", pairs, "--no-progress").exit_code == 0
     model = tmp_path / "optimizer"
-    trained = cli("train", "--data", pairs, "--output", model, "--max-steps", "2", "--batch-size", "2", "--eval-fraction", "0")
+    trained = cli(
+        "train", "--data", pairs, "--output", model, "--max-steps", "2", "--batch-size", "2", "--eval-fraction", "0"
+    )
     assert trained.exit_code == 0, trained.output
     out = tmp_path / "run"
-    result = cli("eval", "--target", f"{FAKES}:Target", "--judge", f"{FAKES}:LengthJudge", "--sets", "vicuna",
-                 "--limit", "2", "-m", str(model), "--output-dir", out, "--no-progress")
+    result = cli(
+        "eval",
+        "--target",
+        f"{FAKES}:Target",
+        "--judge",
+        f"{FAKES}:LengthJudge",
+        "--sets",
+        "vicuna",
+        "--limit",
+        "2",
+        "-m",
+        str(model),
+        "--output-dir",
+        out,
+        "--no-progress",
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
     assert report["config"]["optimizer"] == str(model) and report["sets"][0]["n"] == 2

@@ -6,7 +6,6 @@ import asyncio
 import concurrent.futures
 import json
 import os
-import socket
 import stat
 import threading
 import time
@@ -98,7 +97,6 @@ def test_microbatcher_coalesces_and_isolates_errors():
 
 def test_microbatcher_starts_the_next_batch_while_one_runs():
     """A slow batch does not hold back the calls that arrive during it (they may join it on the engine)."""
-    import threading
 
     release, started = threading.Event(), []
 

@@ -43,7 +43,10 @@ def test_reads_hf_dataset():
     ("content", "match"),
     [
         ('{"prompt": "x"}\n', r"line 1: missing field 'optimized_prompt'"),
-        ('{"prompt": "x", "optimized_prompt": "y"}\n{"prompt": "", "optimized_prompt": "y"}\n', r"line 2: field 'prompt' is empty"),
+        (
+            '{"prompt": "x", "optimized_prompt": "y"}\n{"prompt": "", "optimized_prompt": "y"}\n',
+            r"line 2: field 'prompt' is empty",
+        ),
         ('{"prompt": 3, "optimized_prompt": "y"}\n', r"field 'prompt' must be a string"),
         ("not json\n", r"line 1: invalid JSON"),
         ("", r"file is empty"),
@@ -75,7 +78,9 @@ PAIRS = pairs_from_records(
 
 def test_tiny_lora_run_end_to_end(tmp_path):
     out = tmp_path / "adapter"
-    info = train(PAIRS, TrainConfig(output_dir=str(out), max_steps=2, batch_size=2, eval_fraction=0.25, logging_steps=1))
+    info = train(
+        PAIRS, TrainConfig(output_dir=str(out), max_steps=2, batch_size=2, eval_fraction=0.25, logging_steps=1)
+    )
     assert (out / "adapter_config.json").is_file() and (out / "adapter_model.safetensors").is_file()
     assert info["metrics"]["train_pairs"] == 3 and "eval_loss" in info["metrics"]
     cfg = json.loads((out / "adapter_config.json").read_text())

@@ -99,8 +99,12 @@ class ChatBackend:
             prompts.update(system_prompt)
         # Calls must not wait forever on a provider: every attempt has a bound unless one was given.
         self.policy = policy or CallPolicy(max_retries=2, timeout_s=120)
-        self.default_format: PromptFormat = MetaPromptFormat(template=prompts["rewrite"], templates=tuple(prompts.items()))
-        digest = hashlib.sha256(json.dumps([USER_TEMPLATE, self.examples, prompts], sort_keys=True).encode()).hexdigest()[:12]
+        self.default_format: PromptFormat = MetaPromptFormat(
+            template=prompts["rewrite"], templates=tuple(prompts.items())
+        )
+        digest = hashlib.sha256(
+            json.dumps([USER_TEMPLATE, self.examples, prompts], sort_keys=True).encode()
+        ).hexdigest()[:12]
         # The cache key includes this name: other examples or another model never share results.
         self.name = f"chat:{chat.name}:{digest}"
         self._pool = concurrent.futures.ThreadPoolExecutor(self.policy.concurrency, thread_name_prefix="bpo-chat")
@@ -110,10 +114,8 @@ class ChatBackend:
 
     def messages(self, prompt: str, fmt: PromptFormat) -> list[Message]:
         """The conversation sent for one instruction."""
-        if isinstance(fmt, ChatFormat):
-            system = fmt.messages("")[0]["content"]  # the system prompt plus any conversation history
-        else:
-            system = fmt.template
+        # The system prompt plus any conversation history.
+        system = fmt.messages("")[0]["content"] if isinstance(fmt, ChatFormat) else fmt.template
         style = fmt.style if isinstance(fmt, MetaPromptFormat) else "rewrite"
         turns: list[Message] = [("system", system)]
         for example, optimized in self.examples.get(style, []):
@@ -129,7 +131,9 @@ class ChatBackend:
 
     def _one(self, messages: list[Message]) -> str:
         try:
-            return retry_sync(lambda: self.chat.complete(messages), self.policy, what=f"chat optimizer {self.chat.name}")
+            return retry_sync(
+                lambda: self.chat.complete(messages), self.policy, what=f"chat optimizer {self.chat.name}"
+            )
         except Exception as exc:
             raise GenerationError(f"chat model {self.chat.name} failed: {type(exc).__name__}: {exc}") from exc
         finally:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from bpo_core import waits
 from bpo_core.backends import engine_thread
-from bpo_core.errors import GenerationError, OptimizerTimeoutError
+from bpo_core.errors import GenerationError
 
 if TYPE_CHECKING:
     from bpo_core.backends.lean_llama import LeanLlama
@@ -124,7 +124,9 @@ class ContinuousEngine:
             self._drain()
         deadline = None if request.deadline is None else request.deadline + MAX_TIME_GRACE_S
         try:
-            waits.wait_event(request.done, "the optimizer's generation", deadline=deadline, check=lambda: self._owned(request))
+            waits.wait_event(
+                request.done, "the optimizer's generation", deadline=deadline, check=lambda: self._owned(request)
+            )
         except BaseException:
             request.cancel()  # its rows leave the batch at the next step
             raise
@@ -167,7 +169,9 @@ class ContinuousEngine:
                         if scheduler is not None and yielding:  # let queued engine work run, then resume
                             engine_thread.submit(self._drain)
                             return
-                        scheduler = _Scheduler(self.lean, self._pending[0].prefix, self.max_batch_size, self.pad_id, self.eos)
+                        scheduler = _Scheduler(
+                            self.lean, self._pending[0].prefix, self.max_batch_size, self.pad_id, self.eos
+                        )
                     joining = [] if yielding else [r for r in self._pending if r.prefix == scheduler.prefix]
                     if joining:
                         self._pending = [r for r in self._pending if r not in joining]
@@ -191,7 +195,9 @@ class ContinuousEngine:
 class _Request:
     """One call's rows: their results, limits, and a flag its caller waits on."""
 
-    def __init__(self, sequences: list[list[int]], prefix_length: int, max_new_tokens: int, max_time: float | None) -> None:
+    def __init__(
+        self, sequences: list[list[int]], prefix_length: int, max_new_tokens: int, max_time: float | None
+    ) -> None:
         self.prefix = tuple(sequences[0][:prefix_length]) if sequences else ()
         if any(tuple(s[:prefix_length]) != self.prefix or len(s) <= prefix_length for s in sequences):
             raise ValueError("prefix_length must cover a prefix shared by every sequence and leave each one a token")
@@ -230,7 +236,9 @@ class _Request:
 class _Scheduler:
     """One batch session: rows of requests sharing one prefix, decoding together."""
 
-    def __init__(self, lean: LeanLlama, prefix: tuple[int, ...], max_batch_size: int, pad_id: int, eos: set[int]) -> None:
+    def __init__(
+        self, lean: LeanLlama, prefix: tuple[int, ...], max_batch_size: int, pad_id: int, eos: set[int]
+    ) -> None:
         import torch
 
         if max_batch_size < 1:
@@ -308,7 +316,7 @@ class _Scheduler:
         if not self.waiting:
             return
         now = time.monotonic()
-        keep = deque()
+        keep: deque[tuple[_Request, int]] = deque()
         for request, i in self.waiting:
             if request.expired(now):
                 request.close_row()

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from bpo_core import waits
 
 if TYPE_CHECKING:
-    from bpo_core.backends.lean_llama import LeanLlama
+    pass
 
 #: Model types whose forward takes (input_ids, attention_mask, position_ids, past_key_values,
 #: cache_position) with full attention, which this loop relies on.
@@ -87,4 +87,3 @@ def greedy_decode(
         next_position = next_position + 1
         cache_length += 1
     return results
-

@@ -17,6 +17,7 @@ a torch call when that happens takes the whole process down with ``std::terminat
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import queue
 import threading
@@ -118,7 +119,5 @@ def _quiesce(timeout: float = 30.0) -> None:
     if _thread is None or not _thread.is_alive():
         return
     _stopping = True
-    try:
+    with contextlib.suppress(Exception):  # a stuck job: nothing more we can do
         submit(lambda: None).result(timeout)  # FIFO: done once everything before it is
-    except Exception:  # a stuck job: nothing more we can do
-        pass

@@ -130,6 +130,7 @@ class HFBackend:
         path = str(name_or_path)
         if adapter is None and (Path(path) / "adapter_config.json").is_file():
             adapter, path = path, _adapter_base(path)
+        ensure_reachable(path, revision)
 
         def load() -> HFBackend:
             from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -140,7 +141,7 @@ class HFBackend:
             try:
                 tokenizer_source = str(adapter) if adapter and _has_tokenizer(adapter) else path
                 tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, **common)
-                model = AutoModelForCausalLM.from_pretrained(
+                model: Any = AutoModelForCausalLM.from_pretrained(
                     path, dtype=torch_dtype, use_safetensors=None if allow_pickle else True, **common
                 )
             except Exception as exc:
@@ -346,6 +347,35 @@ def _progress_criteria() -> Any:
             return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
     return StoppingCriteriaList([_Progress()])
+
+
+def ensure_reachable(name_or_path: str, revision: str | None = None, timeout_s: float = 3.0) -> None:
+    """Fail at once, saying what to do, when a hub model is neither cached nor downloadable.
+
+    Without this, an offline machine spends most of a minute in the hub client's retries.
+    """
+    if Path(name_or_path).exists():
+        return
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        if isinstance(try_to_load_from_cache(name_or_path, "config.json", revision=revision), str):
+            return  # cached: loads offline
+    except Exception:  # an id the hub client rejects: let the loader say why
+        return
+    hint = "download it once on a machine with internet (it is then cached), or pass a local folder"
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        raise ModelLoadError(
+            f"{name_or_path!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set: {hint}"
+        )
+    import socket
+    from urllib.parse import urlparse
+
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ModelLoadError(f"{name_or_path!r} is not cached and {host} cannot be reached ({exc}): {hint}") from None
 
 
 def _has_tokenizer(folder: str | os.PathLike[str]) -> bool:

@@ -59,7 +59,15 @@ class KVBuffers:
     anything finite (zeros, or an earlier row's values): they are masked.
     """
 
-    def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor], length: int = 0, *, start: int = 0, batch: int | None = None) -> None:
+    def __init__(
+        self,
+        keys: list[torch.Tensor],
+        values: list[torch.Tensor],
+        length: int = 0,
+        *,
+        start: int = 0,
+        batch: int | None = None,
+    ) -> None:
         self.storage_keys, self.storage_values = keys, values
         self.start = start
         self.batch = keys[0].shape[0] - start if batch is None else batch
@@ -82,11 +90,12 @@ class KVBuffers:
 
     def rows_from(self, first: int) -> KVBuffers:
         """A view of active rows ``first:`` (writes go to this storage), for prefilling rows that just joined."""
-        return KVBuffers(self.storage_keys, self.storage_values, self.length, start=self.start + first, batch=self.batch - first)
+        return KVBuffers(
+            self.storage_keys, self.storage_values, self.length, start=self.start + first, batch=self.batch - first
+        )
 
     def add_rows(self, n: int, *, reserve: int = 0) -> None:
         """Append ``n`` rows to the active range; a full storage grows to fit them, or to ``reserve`` rows."""
-        import torch
 
         need = self.start + self.batch + n
         if need > self.storage_keys[0].shape[0]:
@@ -134,6 +143,7 @@ class KVBuffers:
     def grow(self, capacity: int) -> None:
         extra = capacity - self.capacity
         if extra > 0:
+
             def widen(t: torch.Tensor) -> torch.Tensor:
                 out = t.new_zeros((t.shape[0], t.shape[1], capacity, t.shape[3]))
                 out[:, :, : t.shape[2]] = t
@@ -179,8 +189,11 @@ class LeanLlama:
 
         shape = (batch, self.n_kv, capacity, self.head_dim)
         n = len(self.model.model.layers)
-        kw = {"dtype": self.dtype, "device": self.device}
-        return KVBuffers([torch.zeros(shape, **kw) for _ in range(n)], [torch.zeros(shape, **kw) for _ in range(n)])
+
+        def zeros() -> torch.Tensor:
+            return torch.zeros(shape, dtype=self.dtype, device=self.device)
+
+        return KVBuffers([zeros() for _ in range(n)], [zeros() for _ in range(n)])
 
     def _check_weights(self) -> None:
         if self._weights_signature() != self._weights_id:  # the model moved or changed dtype
@@ -235,7 +248,11 @@ class LeanLlama:
             keys, values = cache_keys[i][:, :, :end], cache_values[i][:, :, :end]
             if single:  # query heads grouped on their key/value head: no copy of the cache
                 out = F.scaled_dot_product_attention(
-                    q.reshape(batch, self.n_kv, self.group, self.head_dim), keys, values, attn_mask=mask, scale=self.scale
+                    q.reshape(batch, self.n_kv, self.group, self.head_dim),
+                    keys,
+                    values,
+                    attn_mask=mask,
+                    scale=self.scale,
                 ).reshape(batch, self.n_heads, 1, self.head_dim)
             else:
                 if self.group > 1:

@@ -90,11 +90,15 @@ class OpenAICompatibleBackend:
                 try:
                     response = self._client.post("/completions", json=payload)
                     if response.status_code in RETRY_STATUS:
-                        raise httpx.HTTPStatusError(f"HTTP {response.status_code}", request=response.request, response=response)
+                        raise httpx.HTTPStatusError(
+                            f"HTTP {response.status_code}", request=response.request, response=response
+                        )
                     response.raise_for_status()
                     choices = sorted(response.json()["choices"], key=lambda c: c.get("index", 0))
                     if len(choices) != len(prompts):
-                        raise GenerationError(f"endpoint returned {len(choices)} completions for {len(prompts)} prompts")
+                        raise GenerationError(
+                            f"endpoint returned {len(choices)} completions for {len(prompts)} prompts"
+                        )
                     return [c.get("text") or "" for c in choices]
                 except (httpx.TransportError, httpx.HTTPStatusError) as exc:
                     last = exc

@@ -51,7 +51,9 @@ def faithfulness_figures(records: Sequence[dict[str, Any]], results: Sequence[Op
         "mean_words_added": round(sum(added) / len(added), 1) if added else 0.0,
         "material_kept": rate(sum(r["context"] in res.optimized for r, res in with_material), len(with_material)),
         "prompt_kept": rate(sum(res.optimized.startswith(res.original) for _, res in changed), len(changed)),
-        "specifics_kept": rate(sum(not missing_specifics(res.original, res.optimized) for _, res in changed), len(changed)),
+        "specifics_kept": rate(
+            sum(not missing_specifics(res.original, res.optimized) for _, res in changed), len(changed)
+        ),
         "novel_specifics": rate(sum(bool(novel_specifics(res.original, res.optimized)) for _, res in changed), n),
         "task_kept": rate(
             sum(
@@ -78,4 +80,6 @@ def evaluate_faithfulness(
 
 
 def write_rows(path: str | Path, figures: dict[str, Any], rows: list[dict[str, Any]]) -> None:
-    Path(path).write_text(json.dumps({"figures": figures, "rows": rows}, indent=1, ensure_ascii=False), encoding="utf-8")
+    Path(path).write_text(
+        json.dumps({"figures": figures, "rows": rows}, indent=1, ensure_ascii=False), encoding="utf-8"
+    )

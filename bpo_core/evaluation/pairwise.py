@@ -39,8 +39,8 @@ PAIR_V2_SYSTEM = (
     "responses and provide a short explanation. Avoid any position biases and ensure that the order in which the "
     "responses were presented does not influence your decision. Do not allow the length of the responses to "
     "influence your evaluation. Do not favor certain names of the assistants. Be as objective as possible. After "
-    "providing your explanation, output your final verdict by strictly following this format: \"[[A]]\" if "
-    "assistant A is better, \"[[B]]\" if assistant B is better, and \"[[C]]\" for a tie."
+    'providing your explanation, output your final verdict by strictly following this format: "[[A]]" if '
+    'assistant A is better, "[[B]]" if assistant B is better, and "[[C]]" for a tie.'
 )
 PAIR_V2_TEMPLATE = (
     "[User Question]\n{question}\n\n[The Start of Assistant A's Answer]\n{answer_a}\n[The End of Assistant A's "
@@ -55,14 +55,16 @@ _VERDICT = re.compile(r"\[\[([ABC])\]\]")
 
 def judge_messages(question: str, answer_a: str, answer_b: str) -> list[Message]:
     # str.replace, as the authors do: answers may contain braces that str.format would choke on.
-    user = PAIR_V2_TEMPLATE.replace("{question}", question).replace("{answer_a}", answer_a).replace("{answer_b}", answer_b)
+    user = (
+        PAIR_V2_TEMPLATE.replace("{question}", question).replace("{answer_a}", answer_a).replace("{answer_b}", answer_b)
+    )
     return [("system", PAIR_V2_SYSTEM), ("user", user)]
 
 
 def parse_verdict(text: str) -> Verdict | None:
     """The judge's final verdict: the last ``[[A]]``/``[[B]]``/``[[C]]`` in its answer, else ``None``."""
     found = _VERDICT.findall(text or "")
-    return found[-1] if found else None  # type: ignore[return-value]
+    return found[-1] if found else None
 
 
 def combine(original_first: Verdict | None, optimized_first: Verdict | None) -> Outcome | None:
@@ -139,7 +141,9 @@ class PairwiseRun:
             changed = {k: (previous.get(k), v) for k, v in config.items() if previous.get(k) != v}
             if changed:
                 detail = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
-                raise DataFormatError(f"{self.output_dir} holds a run with another setup ({detail}); use a new output folder")
+                raise DataFormatError(
+                    f"{self.output_dir} holds a run with another setup ({detail}); use a new output folder"
+                )
         else:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(config, indent=2), encoding="utf-8")
@@ -178,24 +182,46 @@ class PairwiseRun:
     async def _rewrite_all(self) -> None:
         from tqdm import tqdm
 
-        todo = [(n, it) for n, items in self.test_sets.items() for it in items if _key("rewrite", n, it.id) not in self.records]
+        todo = [
+            (n, it)
+            for n, items in self.test_sets.items()
+            for it in items
+            if _key("rewrite", n, it.id) not in self.records
+        ]
         with tqdm(total=len(todo), disable=not self.progress or not todo, unit="prompt", desc="optimize") as bar:
             for start in range(0, len(todo), self.batch_size):
                 chunk = todo[start : start + self.batch_size]
                 results = await asyncio.to_thread(self.optimizer.rewrite_batch, [it.question for _, it in chunk])
                 for (name, item), res in zip(chunk, results):
-                    self._put({
-                        "key": _key("rewrite", name, item.id), "kind": "rewrite", "set": name, "id": item.id,
-                        "question": item.question, "optimized": res.optimized, "fell_back": res.fell_back,
-                        "reason": res.reason,
-                    })
+                    self._put(
+                        {
+                            "key": _key("rewrite", name, item.id),
+                            "kind": "rewrite",
+                            "set": name,
+                            "id": item.id,
+                            "question": item.question,
+                            "optimized": res.optimized,
+                            "fell_back": res.fell_back,
+                            "reason": res.reason,
+                        }
+                    )
                 bar.update(len(chunk))
 
     async def _answer(self, name: str, item: EvalItem, variant: str, prompt: str, target: Caller) -> str:
         key = _key("answer", name, item.id, variant)
         if key not in self.records:
             text = await target(lambda: self.target.acomplete([("user", prompt)]), what=f"target on {name}/{item.id}")
-            self._put({"key": key, "kind": "answer", "set": name, "id": item.id, "variant": variant, "prompt": prompt, "answer": text})
+            self._put(
+                {
+                    "key": key,
+                    "kind": "answer",
+                    "set": name,
+                    "id": item.id,
+                    "variant": variant,
+                    "prompt": prompt,
+                    "answer": text,
+                }
+            )
         return self.records[key]["answer"]
 
     async def _answer_and_judge(self, name: str, item: EvalItem, target: Caller, judge: Caller) -> None:
@@ -206,7 +232,10 @@ class PairwiseRun:
             self._answer(name, item, "original", item.question, target),
             self._answer(name, item, "optimized", optimized, target),
         )
-        pairs = {"original_first": (original_answer, optimized_answer), "optimized_first": (optimized_answer, original_answer)}
+        pairs = {
+            "original_first": (original_answer, optimized_answer),
+            "optimized_first": (optimized_answer, original_answer),
+        }
 
         async def verdict(order: str) -> None:
             key = _key("judgment", name, item.id, order)
@@ -214,9 +243,20 @@ class PairwiseRun:
                 return
             a, b = pairs[order]
             # The judge sees the user's original question, as in the paper.
-            raw = await judge(lambda: self.judge.acomplete(judge_messages(item.question, a, b)), what=f"judge on {name}/{item.id}")
-            self._put({"key": key, "kind": "judgment", "set": name, "id": item.id, "order": order,
-                       "verdict": parse_verdict(raw), "judgment": raw})
+            raw = await judge(
+                lambda: self.judge.acomplete(judge_messages(item.question, a, b)), what=f"judge on {name}/{item.id}"
+            )
+            self._put(
+                {
+                    "key": key,
+                    "kind": "judgment",
+                    "set": name,
+                    "id": item.id,
+                    "order": order,
+                    "verdict": parse_verdict(raw),
+                    "judgment": raw,
+                }
+            )
 
         await asyncio.gather(*(verdict(order) for order in ORDERS))
 
@@ -236,7 +276,7 @@ class PairwiseRun:
                 if any(j is None for j in judged):
                     continue
                 verdicts = tuple(j["verdict"] for j in judged)  # type: ignore[index]
-                out.append(ItemResult(name, item.id, combine(*verdicts), False, verdicts))  # type: ignore[arg-type]
+                out.append(ItemResult(name, item.id, combine(*verdicts), False, verdicts))
         return out
 
 

@@ -155,12 +155,21 @@ def plot(report: Mapping[str, Any], path: str | Path) -> Path | None:
         bars = ax.barh(names, values, left=left, color=colour, label=outcome)
         for bar, value in zip(bars, values):
             if value >= 6:
-                ax.text(bar.get_x() + bar.get_width() / 2, bar.get_y() + bar.get_height() / 2, f"{value:.0f}",
-                        ha="center", va="center", fontsize=9, color="white" if outcome != "tie" else "black")
+                ax.text(
+                    bar.get_x() + bar.get_width() / 2,
+                    bar.get_y() + bar.get_height() / 2,
+                    f"{value:.0f}",
+                    ha="center",
+                    va="center",
+                    fontsize=9,
+                    color="white" if outcome != "tie" else "black",
+                )
         left = [a + b for a, b in zip(left, values)]
     ax.set_xlim(0, 100)
     ax.set_xlabel("% of prompts (optimized vs original)")
-    ax.set_title(f"BPO: {report['config'].get('target')} judged by {report['config'].get('judge')}", fontsize=10, pad=24)
+    ax.set_title(
+        f"BPO: {report['config'].get('target')} judged by {report['config'].get('judge')}", fontsize=10, pad=24
+    )
     ax.legend(ncol=3, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False, fontsize=9)
     fig.tight_layout()
     path = Path(path)

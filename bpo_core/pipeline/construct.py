@@ -200,8 +200,13 @@ class ConstructStats:
         self.rejected[kind] = self.rejected.get(kind, 0) + 1
 
     def as_dict(self) -> dict[str, Any]:
-        return {"total": self.total, "already_done": self.already_done, "kept": self.kept,
-                "rejected": dict(self.rejected), "teacher_errors": self.errors}
+        return {
+            "total": self.total,
+            "already_done": self.already_done,
+            "kept": self.kept,
+            "rejected": dict(self.rejected),
+            "teacher_errors": self.errors,
+        }
 
 
 def default_rejects_path(output: str | Path) -> Path:
@@ -244,7 +249,11 @@ async def aconstruct(
             todo.append(item)
     caller = Caller(policy)
 
-    with pairs_journal, rejects_journal, tqdm(total=len(todo), disable=not progress, unit="rec", desc="construct") as bar:
+    with (
+        pairs_journal,
+        rejects_journal,
+        tqdm(total=len(todo), disable=not progress, unit="rec", desc="construct") as bar,
+    ):
         for skip in skipped:
             if skip.key in done:
                 stats.already_done += 1
@@ -259,7 +268,12 @@ async def aconstruct(
             except Exception as exc:
                 stats.errors += 1
                 rejects_journal.append(
-                    _reject(item.key, f"teacher error: {type(exc).__name__}: {exc}", retryable=True, instruction=item.instruction)
+                    _reject(
+                        item.key,
+                        f"teacher error: {type(exc).__name__}: {exc}",
+                        retryable=True,
+                        instruction=item.instruction,
+                    )
                 )
                 bar.update()
                 return
@@ -270,13 +284,13 @@ async def aconstruct(
                 rejects_journal.append(_reject(item.key, reason, answer=answer, instruction=item.instruction))
                 stats.count_reject(reason)
             else:
-                reason = filters.reason(item.instruction, parsed.optimized)
-                if reason is None:
+                rejected = filters.reason(item.instruction, parsed.optimized)
+                if rejected is None:
                     pairs_journal.append(pair_record(item, parsed, teacher.name))
                     stats.kept += 1
                 else:
-                    rejects_journal.append(_reject(item.key, reason, answer=answer, instruction=item.instruction))
-                    stats.count_reject(reason)
+                    rejects_journal.append(_reject(item.key, rejected, answer=answer, instruction=item.instruction))
+                    stats.count_reject(rejected)
             bar.update()
 
         await asyncio.gather(*(one(item) for item in todo))

@@ -82,11 +82,15 @@ def _from_hh(rec: Mapping[str, Any], key_base: tuple[str, int]) -> Feedback | Sk
     if not humans or not chosen or chosen[-1][0] != "Assistant" or not rejected or rejected[-1][0] != "Assistant":
         return Skipped(key, "not a Human/Assistant dialogue ending with an assistant turn", rec)
     if len(humans) > 1:
-        return Skipped(key, f"multi-turn dialogue ({len(humans)} human turns): the final answers do not answer the first turn", rec)
+        return Skipped(
+            key, f"multi-turn dialogue ({len(humans)} human turns): the final answers do not answer the first turn", rec
+        )
     return Feedback(key, humans[0], chosen[-1][1], rejected[-1][1], "", "hh-rlhf")
 
 
-def _from_fields(rec: Mapping[str, Any], names: Mapping[str, str], key_base: tuple[str, int], where: str) -> Feedback | Skipped:
+def _from_fields(
+    rec: Mapping[str, Any], names: Mapping[str, str], key_base: tuple[str, int], where: str
+) -> Feedback | Skipped:
     values: dict[str, str] = {}
     for ours in FIELDS:
         theirs = names.get(ours, ours)

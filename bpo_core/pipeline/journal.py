@@ -51,7 +51,9 @@ class Journal:
                 try:
                     records.append(json.loads(line))
                 except json.JSONDecodeError as exc:
-                    raise DataFormatError(f"{self.path}, line {lineno}: not JSON ({exc.msg}); is this the right file?") from exc
+                    raise DataFormatError(
+                        f"{self.path}, line {lineno}: not JSON ({exc.msg}); is this the right file?"
+                    ) from exc
         return records
 
     def append(self, record: dict[str, Any]) -> None:

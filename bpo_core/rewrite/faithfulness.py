@@ -14,9 +14,8 @@ Judge-free and cheap, run on every candidate:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
-from bpo_core.guard import ANSWER_OPENERS, GuardConfig, check, words
+from bpo_core.guard import ANSWER_OPENERS, GuardConfig, Verdict, check, words
 from bpo_core.language import looks_english
 from bpo_core.rewrite.segment import PLACEHOLDERS
 
@@ -31,7 +30,9 @@ _IDENT = re.compile(
 _ACRONYM = re.compile(r"\b[A-Z][A-Z0-9&]{1,}(?=s?\b)")
 _CAPITALIZED = re.compile(r"\b[A-Z][a-z]+(?=(?:['’]s)?\b)")
 _SENTENCE_START = re.compile(r"(?:^|[.!?:;\n]\s*|[\"“(\[]\s*|-\s+|\*\s*)$")
-_INCOMPLETE = re.compile(r"\b(?:cut off|truncated|incomplete|unfinished|partial(?:ly)?|missing (?:part|text|code))\b", re.I)
+_INCOMPLETE = re.compile(
+    r"\b(?:cut off|truncated|incomplete|unfinished|partial(?:ly)?|missing (?:part|text|code))\b", re.I
+)
 
 #: Capitalised words that are not names: sentence openers and words people capitalise anyway.
 _COMMON = frozenset(
@@ -95,7 +96,9 @@ def _strip_placeholders(text: str) -> str:
 def specifics(text: str) -> dict[str, set[str]]:
     """The concrete things ``text`` pins down, by kind (values as written)."""
     text = _strip_placeholders(text)
-    found: dict[str, set[str]] = {k: set() for k in ("url", "email", "quoted", "number", "identifier", "acronym", "name")}
+    found: dict[str, set[str]] = {
+        k: set() for k in ("url", "email", "quoted", "number", "identifier", "acronym", "name")
+    }
     found["url"] = {m.group(0).rstrip(".,;:!?") for m in _URL.finditer(text)}
     found["email"] = set(_EMAIL.findall(text))
     rest = _EMAIL.sub(" ", _URL.sub(" ", text))
@@ -127,7 +130,9 @@ def _present(value: str, text: str, kind: str) -> bool:
 
 def missing_specifics(original: str, candidate: str) -> list[str]:
     """Specifics of ``original`` that ``candidate`` lost."""
-    return [v for kind, values in specifics(original).items() for v in sorted(values) if not _present(v, candidate, kind)]
+    return [
+        v for kind, values in specifics(original).items() for v in sorted(values) if not _present(v, candidate, kind)
+    ]
 
 
 def novel_specifics(original: str, candidate: str) -> list[str]:
@@ -146,14 +151,6 @@ def novel_specifics(original: str, candidate: str) -> list[str]:
 def task_kinds(text: str) -> set[str]:
     text = _strip_placeholders(text)
     return {name for name, pattern in _TASKS.items() if pattern.search(text)}
-
-
-@dataclass(frozen=True)
-class Verdict:
-    ok: bool
-    reason: str | None
-    #: Higher is better; used to pick among several candidates.
-    score: float
 
 
 def check_rewrite(view: str, rewrite: str, config: GuardConfig | None = None) -> Verdict:

@@ -11,6 +11,7 @@ the rejected prompts only) or to the original, as ``rewrite_fallback`` says.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,7 +46,14 @@ def fallback(res: OptimizationResult, kind: FallbackKind, reason: str) -> Optimi
     unchanged = res.optimized == res.original
     fell_back = unchanged and kind is not FallbackKind.NOTHING_TO_ADD
     return OptimizationResult(
-        res.original, res.optimized, fell_back, reason, res.history, None if unchanged else res.style, res.addition, kind
+        res.original,
+        res.optimized,
+        fell_back,
+        reason,
+        res.history,
+        None if unchanged else res.style,
+        res.addition,
+        kind,
     )
 
 
@@ -100,7 +108,9 @@ def _prepare(res: OptimizationResult, config: OptimizerConfig) -> Segmentation |
     if not current.strip():
         return fallback(res, FallbackKind.BLANK, "blank prompt passed through unchanged")
     if config.english_only and not looks_english(current):
-        return fallback(res, FallbackKind.NON_ENGLISH, "non-English prompt passed through unchanged (english_only=True)")
+        return fallback(
+            res, FallbackKind.NON_ENGLISH, "non-English prompt passed through unchanged (english_only=True)"
+        )
     if not config.protect_context:
         return Segmentation(current, (Span("instruction", 0, len(current)),), 1.0)
     seg = segment(current)
@@ -144,7 +154,7 @@ def _rewrite(
     rejected = []
     for job in jobs:
         cleaned = [clean_rewrite(t, settings) for t in raw[job.view]]
-        text, verdict = _pick(cleaned, lambda c, v=job.view: check_rewrite(v, c, config.guard))
+        text, verdict = _pick(cleaned, functools.partial(check_rewrite, job.view, config=config.guard))
         new = replace_instruction(job.seg, text) if verdict.ok else None
         res = results[job.index]
         if new is None:
@@ -177,7 +187,7 @@ def _augment(
     raw = dict(zip(views, _candidates(views, backend, fmt.with_style("augment"), settings, config.n_best)))
     for job in jobs:
         cleaned = [clean_addition(t, settings) for t in raw[job.view]]
-        text, verdict = _pick(cleaned, lambda c, v=job.view: check_addition(v, c, config.guard))
+        text, verdict = _pick(cleaned, functools.partial(check_addition, job.view, config=config.guard))
         res = results[job.index]
         if not text:
             if because:  # the rewrite was rejected and there is nothing to add instead

@@ -109,7 +109,9 @@ class Segmentation:
     def view(self) -> str:
         """What the optimizer model sees: the prompt with each material replaced by its placeholder."""
         out = [
-            self.prompt[s.start : s.end] if s.kind == "instruction" else material_placeholder(self.prompt[s.start : s.end])
+            self.prompt[s.start : s.end]
+            if s.kind == "instruction"
+            else material_placeholder(self.prompt[s.start : s.end])
             for s in self.spans
         ]
         return "".join(out).strip()
@@ -310,8 +312,16 @@ class SegmenterModel:
     def gap_logits(self, prompt: str, spans: list[tuple[int, int]]) -> tuple[list[float], list[float]]:
         """Log-odds that material starts / ends at each interior gap (k = 1..n-1)."""
         rows = gap_features(prompt, spans)
-        start = [sum(w * x for w, x in zip(self.start_weights, row)) for row in rows] if self.start_weights else [0.0] * len(rows)
-        end = [sum(w * x for w, x in zip(self.end_weights, row)) for row in rows] if self.end_weights else [0.0] * len(rows)
+        start = (
+            [sum(w * x for w, x in zip(self.start_weights, row)) for row in rows]
+            if self.start_weights
+            else [0.0] * len(rows)
+        )
+        end = (
+            [sum(w * x for w, x in zip(self.end_weights, row)) for row in rows]
+            if self.end_weights
+            else [0.0] * len(rows)
+        )
         return start, end
 
 
@@ -368,7 +378,11 @@ def best_layout(
     start_gap, end_gap = gaps
     # Material [a, b) scores f(a) + g(b) (+ prior_around when 0 < a and b < n).
     f = [model.prior_before] + [inst[a] - mat[a] + start_gap[a - 1] for a in range(1, n)]
-    g = [0.0] + [mat[b] - inst[b] + inst[n] + end_gap[b - 1] for b in range(1, n)] + [mat[n] - inst[n] + inst[n] + model.prior_after]
+    g = (
+        [0.0]
+        + [mat[b] - inst[b] + inst[n] + end_gap[b - 1] for b in range(1, n)]
+        + [mat[n] - inst[n] + inst[n] + model.prior_after]
+    )
     best: tuple[float, int, int] = (inst[n] + model.prior_none, 0, 0)  # no material
     total = [best[0]]
     run_max, run_arg, run_lse = -math.inf, 0, -math.inf  # over a in [1, b)

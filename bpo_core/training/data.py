@@ -70,6 +70,7 @@ def _pair_from_record(rec: Mapping[str, Any], where: str) -> Pair | None:
             raise DataFormatError(f"{where}: field {field!r} must be a string, got {type(value).__name__}")
         if not value.strip():
             raise DataFormatError(f"{where}: field {field!r} is empty")
+    assert isinstance(prompt, str) and isinstance(target, str)  # checked above
     return Pair(prompt.strip(), target.strip(), str(rec.get("source", "")))
 
 
@@ -82,6 +83,7 @@ def _style_pair(rec: Mapping[str, Any], where: str) -> Pair:
     for field, value in (("prompt", prompt), ("target", target)):
         if not isinstance(value, str):
             raise DataFormatError(f"{where}: field {field!r} must be a string, got {type(value).__name__}")
+    assert isinstance(prompt, str) and isinstance(target, str) and isinstance(style, str)  # checked above
     if not prompt.strip() or (style == "rewrite" and not target.strip()):  # an augment may add nothing
         raise DataFormatError(f"{where}: field {'prompt' if not prompt.strip() else 'target'!r} is empty")
     return Pair(prompt.strip(), target.strip(), str(rec.get("source", "")), style)

@@ -67,7 +67,12 @@ def test_invoke_optimizes_the_newest_user_turn_only():
     assert [m.content for m in sent[:3]] == ["Be brief.", "hi", "hello"]
     assert sent[3].content == AUGMENTED and sent[3].additional_kwargs[ORIGINAL_KEY] == QUESTION
     bpo = reply.response_metadata["bpo"]["results"][0]
-    assert (bpo["original"], bpo["optimized"], bpo["style"], bpo["addition"]) == (QUESTION, AUGMENTED, "augment", ADDITION)
+    assert (bpo["original"], bpo["optimized"], bpo["style"], bpo["addition"]) == (
+        QUESTION,
+        AUGMENTED,
+        "augment",
+        ADDITION,
+    )
 
 
 async def test_ainvoke_and_batch():
@@ -120,7 +125,9 @@ def get_weather(city: str) -> str:
 def test_works_as_the_model_of_create_agent():
     call = AIMessage("", tool_calls=[{"name": "get_weather", "args": {"city": "Paris"}, "id": "c1"}])
     inner = fake(call, AIMessage("Sunny."))
-    agent = create_agent(BPOChatModel(llm=inner, optimizer=optimizer()), [get_weather], system_prompt="You are a weather bot.")
+    agent = create_agent(
+        BPOChatModel(llm=inner, optimizer=optimizer()), [get_weather], system_prompt="You are a weather bot."
+    )
     out = agent.invoke({"messages": [HumanMessage(QUESTION)]})
     assert [m.type for m in out["messages"]] == ["human", "ai", "tool", "ai"]
     assert out["messages"][0].content == QUESTION  # the agent's state keeps the user's own words

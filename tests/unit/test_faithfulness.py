@@ -24,7 +24,11 @@ from bpo_core.rewrite.faithfulness import (
             "changes the task",
         ),
         ("How to use DAO", "How to use the DAO in Python?", "invents specifics: Python"),
-        ("Give me a gruff alleyway merchant for dnd", "Give me a gruff alleyway merchant for Dungeons and Game.", "drops key words: dnd"),
+        (
+            "Give me a gruff alleyway merchant for dnd",
+            "Give me a gruff alleyway merchant for Dungeons and Game.",
+            "drops key words: dnd",
+        ),
         (
             "p value test in excel comparing values in a60 to a77 and b60 to b86",
             "Please provide a comparison of the performance of a60 to a77 and b60 to b86.",
@@ -48,7 +52,9 @@ def test_a_faithful_rewrite_passes():
 
 
 def test_specifics_by_kind():
-    found = specifics('Email bob@example.com about "Q3 plan" at https://x.io/a, fix get_user() in api.v2 by 5pm, NASA and Paris')
+    found = specifics(
+        'Email bob@example.com about "Q3 plan" at https://x.io/a, fix get_user() in api.v2 by 5pm, NASA and Paris'
+    )
     assert found == {
         "url": {"https://x.io/a"},
         "email": {"bob@example.com"},
@@ -58,7 +64,11 @@ def test_specifics_by_kind():
         "acronym": {"Q3", "NASA"},
         "name": {"Paris"},
     }
-    assert missing_specifics("Fix get_user() before 5pm", "Fix the function before the deadline") == ["5", "5pm", "get_user"]
+    assert missing_specifics("Fix get_user() before 5pm", "Fix the function before the deadline") == [
+        "5",
+        "5pm",
+        "get_user",
+    ]
     assert missing_specifics("Fix get_user() before 5pm", "Fix get_user() before 5pm, please.") == []
 
 
@@ -83,7 +93,11 @@ def test_task_kinds_count_requests_not_mentions():
         ("Explain gravity", "Cover [pasted text] too.", "placeholder"),
         ("Explain gravity", "Explain.", "too short"),
         ("Explain gravity", " ".join(["word"] * 60) + ".", "too long"),
-        ("Explain gravity", "Explique la gravité avec des exemples et une analogie simple pour les enfants.", "not English"),
+        (
+            "Explain gravity",
+            "Explique la gravité avec des exemples et une analogie simple pour les enfants.",
+            "not English",
+        ),
         ("Explain gravity to a child", "Explain gravity to a child.", "repeats the prompt"),
     ],
 )

@@ -26,7 +26,12 @@ def test_augment_keeps_the_prompt_verbatim_and_appends():
     res = BPOOptimizer(backend).rewrite(PROMPT)
     assert res.optimized == PROMPT + "\nLead with the main change and keep the figures exact."
     assert res.optimized.startswith(PROMPT)
-    assert (res.style, res.addition, res.fell_back, res.kind) == ("augment", "Lead with the main change and keep the figures exact.", False, None)
+    assert (res.style, res.addition, res.fell_back, res.kind) == (
+        "augment",
+        "Lead with the main change and keep the figures exact.",
+        False,
+        None,
+    )
 
 
 def test_material_never_reaches_the_model():
@@ -38,12 +43,17 @@ def test_material_never_reaches_the_model():
 
 def test_rewrite_puts_material_back_byte_for_byte():
     backend = ScriptedBackend(
-        lambda view, style: "Summarize the report below in two sentences, leading with its most important figure.\n\n[pasted text]",
+        lambda view, style: (
+            "Summarize the report below in two sentences, leading with its most important figure.\n\n[pasted text]"
+        ),
         default_style="rewrite",
     )
     res = BPOOptimizer(backend).rewrite(PROMPT)
     assert res.style == "rewrite" and res.addition is None
-    assert res.optimized == f"Summarize the report below in two sentences, leading with its most important figure.\n\n{DOC}\n"
+    assert (
+        res.optimized
+        == f"Summarize the report below in two sentences, leading with its most important figure.\n\n{DOC}\n"
+    )
 
 
 def test_a_rejected_rewrite_falls_back_to_an_addition_or_the_original():
@@ -60,7 +70,9 @@ def test_a_rejected_rewrite_falls_back_to_an_addition_or_the_original():
 
 
 def test_an_addition_that_invents_is_rejected_with_the_reason():
-    res = BPOOptimizer(ScriptedBackend(addition("Answer for a Python developer, in 3 steps."))).rewrite("How to use DAO")
+    res = BPOOptimizer(ScriptedBackend(addition("Answer for a Python developer, in 3 steps."))).rewrite(
+        "How to use DAO"
+    )
     assert res.optimized == "How to use DAO" and res.fell_back and res.kind is FallbackKind.REJECTED
     assert "invents specifics" in res.reason
 
@@ -71,7 +83,9 @@ def test_nothing_to_add_is_not_a_failure():
 
 
 def test_a_half_sentence_cut_by_the_token_budget_is_dropped():
-    res = BPOOptimizer(ScriptedBackend(addition("Cover the causes. Then list the main effects and how they"))).rewrite("Explain inflation")
+    res = BPOOptimizer(ScriptedBackend(addition("Cover the causes. Then list the main effects and how they"))).rewrite(
+        "Explain inflation"
+    )
     assert res.addition == "Cover the causes."
 
 
@@ -160,3 +174,19 @@ def test_property_any_text_gives_the_original_or_a_faithful_result(text):
             assert res.optimized == append_addition(text, res.addition)
         else:
             assert all(m in res.optimized for m in segment(text).materials)
+
+
+def test_offline_hub_load_fails_at_once_with_what_to_do(monkeypatch, tmp_path):
+    import time
+
+    from bpo_core.errors import ModelLoadError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty cache
+    started = time.monotonic()
+    with pytest.raises(ModelLoadError, match="HF_HUB_OFFLINE"):
+        BPOOptimizer.from_pretrained("THUDM/BPO")
+    assert time.monotonic() - started < 5
+    lazy = BPOOptimizer.from_pretrained("THUDM/BPO", lazy=True)  # lazy: the first call falls back instead
+    res = lazy.rewrite("Explain inflation")
+    assert res.fell_back and res.kind is FallbackKind.ERROR and "HF_HUB_OFFLINE" in res.reason
