@@ -57,7 +57,7 @@ def content_words(text: str) -> list[str]:
     return [w for w in words(text) if w not in STOPWORDS and (len(w) > 2 or w.isdigit())]
 
 
-def _stem(word: str) -> str:
+def stem(word: str) -> str:
     # Crude but language-agnostic enough for recall: "examples" ~ "example", "creating" ~ "create".
     return word[:5] if len(word) > 5 else word
 
@@ -82,6 +82,9 @@ class GuardConfig(BaseModel):
     max_rewrite_words: int = Field(default=150, ge=1)
     #: The most words an addition (style="augment") may have.
     max_addition_words: int = Field(default=50, ge=1)
+    #: Keep only an addition's grounded guidance clauses (bpo_core.rewrite.faithfulness.ground_addition).
+    #: Right for small local models; chat-model optimizers turn it off by default (they know the topics).
+    ground_additions: bool = True
 
 
 @dataclass(frozen=True)
@@ -102,8 +105,8 @@ def keyword_recall(original: str, rewrite: str) -> tuple[float, list[str]]:
     wanted = list(dict.fromkeys(content_words(original)))
     if not wanted:
         return 1.0, []
-    have = {_stem(w) for w in words(rewrite)}
-    missing = [w for w in wanted if _stem(w) not in have]
+    have = {stem(w) for w in words(rewrite)}
+    missing = [w for w in wanted if stem(w) not in have]
     return 1 - len(missing) / len(wanted), missing
 
 

@@ -220,6 +220,10 @@ class BPOOptimizer:
         from bpo_core.backends.chat import chat_backend
         from bpo_core.policy import CallPolicy
 
+        if "guard" not in options and "config" not in options:
+            from bpo_core.guard import GuardConfig
+
+            options["guard"] = GuardConfig(ground_additions=False)  # a strong model may name the aspects
         backend = chat_backend(
             llm,
             examples=examples,

@@ -1,8 +1,13 @@
 """Build and assemble the faithful BPO training set (see training_data/faithful/README.md).
 
     python scripts/faithful_data.py inputs    # source prompts -> teacher inputs (sources.jsonl)
-    python scripts/faithful_data.py collect   # runs/faithful/{teacher,judge}/ -> teacher_outputs.jsonl, judgements.jsonl
+    python scripts/faithful_data.py collect   # runs/faithful/{teacher,judge,teacher2,judge2}/ -> the committed jsonl files
+    python scripts/faithful_data.py lexicon   # generic additions -> bpo_core/data/guidance_words.json
     python scripts/faithful_data.py pairs     # sources + teacher outputs + judgements -> pairs.jsonl
+
+Two teacher passes: the first wrote an ``augment`` and a ``rewrite`` for every prompt (the training
+pairs); the second (``generic_*``) wrote additions made of generic guidance only, whose recurring
+vocabulary is the guard's guidance lexicon (see the data card).
 
 ``pairs`` reads committed files only, so the training set is rebuilt from the repository alone;
 ``inputs`` reads ../shared/data and ``collect`` the strong LLM's raw answers (not committed).
@@ -111,10 +116,24 @@ def collect() -> None:
     ]
     _write_jsonl(OUT / "judgements.jsonl", rows)
     print(f"{len(by_id)} teacher outputs, {len(rows)} judgements")
+    generic = {row["id"]: row for path in sorted((runs / "teacher2").glob("out_*.jsonl")) for row in _jsonl(path)}
+    asked = [row["id"] for path in sorted((runs / "teacher2").glob("in_*.jsonl")) for row in _jsonl(path)]
+    assert sorted(generic) == sorted(asked), "generic teacher outputs do not match its inputs one to one"
+    _write_jsonl(OUT / "generic_outputs.jsonl", [{"id": i, "addition": generic[i]["addition"]} for i in asked])
+    key = json.loads((runs / "judge2" / "key.json").read_text(encoding="utf-8"))
+    labels = {row["id"]: row for path in sorted((runs / "judge2").glob("out_*.jsonl")) for row in _jsonl(path)}
+    assert set(labels) == set(key), "every judged generic addition must come back exactly once"
+    order = {i: n for n, i in enumerate(asked)}
+    rows = [
+        {"id": key[j], "label": labels[j]["label"], "why": labels[j]["why"]}
+        for j in sorted(key, key=lambda j: order[key[j]])
+    ]
+    _write_jsonl(OUT / "generic_judgements.jsonl", rows)
+    print(f"{len(generic)} generic additions, {len(rows)} judged")
 
 
-#: Labels a candidate needs to become a training pair, per style. Augments must help (B); a faithful
-#: rewrite may be cosmetic (N) as well. H never passes.
+#: Labels a candidate needs to become a training pair, per style. Additions must help (B); a
+#: faithful rewrite may be cosmetic (N) as well. H never passes.
 KEEP = {"augment": {"B"}, "rewrite": {"B", "N"}}
 
 
@@ -157,5 +176,66 @@ def build_pairs() -> None:
     print(f"{len(pairs)} pairs {counts}; dropped {dropped}")
 
 
+def build_generic_pairs() -> None:
+    """Training pairs with generic additions: the second pass's judged-B additions (and its empty
+    answers, "nothing helps") as the augment targets, the first pass's accepted rewrites as before."""
+    sources = {row["id"]: row for row in _jsonl(OUT / "sources.jsonl")}
+    labels = {row["id"]: row["label"] for row in _jsonl(OUT / "generic_judgements.jsonl")}
+    pairs, dropped = [], {"N": 0, "H": 0}
+    for row in _jsonl(OUT / "generic_outputs.jsonl"):
+        src, target = sources[row["id"]], row["addition"].strip()
+        label = labels[row["id"]] if target else "U"
+        if label in dropped:
+            dropped[label] += 1
+            continue
+        pairs.append(
+            {
+                "id": src["id"],
+                "source": src["source"],
+                "style": "augment",
+                "prompt": src["prompt"],
+                "target": target,
+                "label": label,
+            }
+        )
+    pairs += [p for p in _jsonl(OUT / "pairs.jsonl") if p["style"] == "rewrite"]
+    _write_jsonl(OUT / "pairs_generic.jsonl", pairs)
+    counts = {style: sum(p["style"] == style for p in pairs) for style in ("augment", "rewrite")}
+    print(f"{len(pairs)} pairs {counts}; dropped augment {dropped}")
+
+
+#: A word is guidance vocabulary when the generic teacher used it, beyond the prompt's own words, in this many additions.
+LEXICON_MIN_ADDITIONS = 8
+
+
+def build_lexicon() -> None:
+    """The words an addition may use without the prompt using them: the generic teacher's recurring
+    vocabulary in the additions the judge found better ("explain", "step", "example", "table", ...),
+    as the guard's word stems."""
+    from collections import Counter
+
+    from bpo_core.guard import STOPWORDS, stem, words
+
+    sources = {row["id"]: row["prompt"] for row in _jsonl(OUT / "sources.jsonl")}
+    labels = {row["id"]: row["label"] for row in _jsonl(OUT / "generic_judgements.jsonl")}
+    counts: Counter[str] = Counter()
+    for row in _jsonl(OUT / "generic_outputs.jsonl"):
+        if row["addition"].strip() and labels.get(row["id"]) == "B":
+            added = {stem(w) for w in words(row["addition"]) if w not in STOPWORDS}
+            counts.update(added - {stem(w) for w in words(sources[row["id"]])})
+    lexicon = sorted(w for w, c in counts.items() if c >= LEXICON_MIN_ADDITIONS)
+    path = ROOT / "bpo_core" / "data" / "guidance_words.json"
+    note = f"stems in at least {LEXICON_MIN_ADDITIONS} judged-better generic additions beyond the prompt; scripts/faithful_data.py lexicon"
+    path.write_text(json.dumps({"about": note, "stems": lexicon}, indent=0) + "\n", encoding="utf-8")
+    print(f"{len(lexicon)} guidance stems -> {path}")
+
+
 if __name__ == "__main__":
-    {"inputs": build_inputs, "collect": collect, "pairs": build_pairs}[sys.argv[1]]()
+    steps = {
+        "inputs": build_inputs,
+        "collect": collect,
+        "pairs": build_pairs,
+        "lexicon": build_lexicon,
+        "generic-pairs": build_generic_pairs,
+    }
+    steps[sys.argv[1]]()

@@ -24,7 +24,7 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 PROMPTS = [
     "how can I create a profile on Facebook?",
     "Give two good examples of customer service.",
-    "Write a poem about the ocean.",
+    "Explain how a rainbow forms.",
     "What are the benefits of regular exercise?",
 ]
 

@@ -25,17 +25,25 @@ def _is_rewrite_or_original(res: OptimizationResult) -> bool:
     )
 
 
-def test_trained_default_rewrites_most_prompts(optimizer):
-    results = optimizer.rewrite_batch(PROMPTS)
-    assert [r.original for r in results] == PROMPTS
-    changed = [r for r in results if r.changed]
-    # The shipped adapter makes the model rewrite rather than answer.
-    assert len(changed) >= 2, [r.reason for r in results]
-    for r in results:
-        assert _is_rewrite_or_original(r)
+def test_trained_default_writes_guidance_and_the_guard_keeps_only_grounded_clauses(backend):
+    from bpo_core.guard import GuardConfig
+    from bpo_core.rewrite.faithfulness import ungrounded_words
+
+    # The shipped adapter makes the model write an addition (guidance), not an answer, after a
+    # verbatim prompt; ungrounded, the raw additions show it.
+    raw = BPOOptimizer(backend, max_new_tokens=48, guard=GuardConfig(ground_additions=False)).rewrite_batch(PROMPTS)
+    assert [r.original for r in raw] == PROMPTS
+    added = [r for r in raw if r.addition]
+    assert len(added) >= 2, [r.reason for r in raw]
+    for r in added:
+        assert r.style == "augment" and r.optimized.startswith(r.original)
+        assert r.addition.split()[0].lower().rstrip(",") not in ("sure", "yes", "no", "i", "the")
         assert "expert prompt engineer" not in r.optimized  # template text never leaks
+    # With the default guard, whatever is kept uses only the user's words and guidance vocabulary.
+    for r in BPOOptimizer(backend, max_new_tokens=48).rewrite_batch(PROMPTS):
+        assert _is_rewrite_or_original(r)
         if r.changed:
-            assert r.history[-1] == r.optimized
+            assert r.history[-1] == r.optimized and not ungrounded_words(r.original, r.addition or "")
 
 
 def test_optimize_returns_str(optimizer):
@@ -67,7 +75,9 @@ def test_context_kept_verbatim(optimizer):
     context = 'The quick brown fox\n  jumps over "the lazy dog".\n\n```python\nprint({1: 2})\n```\n'
     prompt = "Summarize the following text.\n" + context
     res = optimizer.rewrite(prompt)
-    assert res.optimized.endswith("\n" + context)
+    assert res.optimized.startswith(prompt)  # augment: the whole prompt, material included, verbatim
+    rewritten = optimizer.with_options(style="rewrite").rewrite(prompt)
+    assert rewritten.optimized.endswith("\n" + context)  # rewrite: material put back byte for byte
 
 
 def test_inst_marker_inside_prompt(optimizer):
@@ -126,10 +136,10 @@ class BrokenFormat(ChatFormat):
 
 
 def test_generation_error_falls_back_or_raises(backend):
-    res = BPOOptimizer(backend, fmt=BrokenFormat()).rewrite("Write a haiku about rain.")
-    assert res.fell_back and res.optimized == "Write a haiku about rain." and "exploded" in res.reason
+    res = BPOOptimizer(backend, fmt=BrokenFormat()).rewrite("Describe the rain in Spain.")
+    assert res.fell_back and res.optimized == "Describe the rain in Spain." and "exploded" in res.reason
     with pytest.raises(GenerationError):
-        BPOOptimizer(backend, fmt=BrokenFormat(), on_error="raise").optimize("Write a haiku about rain.")
+        BPOOptimizer(backend, fmt=BrokenFormat(), on_error="raise").optimize("Describe the rain in Spain.")
 
 
 def test_modes_and_seed(backend):

@@ -147,7 +147,7 @@ def test_a_stuck_engine_times_out_with_the_fallback(backend, monkeypatch):
     optimizer = BPOOptimizer(backend, max_new_tokens=4, cache=False)
     started = time.monotonic()
     try:
-        result = optimizer.rewrite("Write a haiku about autumn leaves.")
+        result = optimizer.rewrite("Describe autumn leaves.")
     finally:
         release.set()
     assert time.monotonic() - started < 30

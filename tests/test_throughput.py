@@ -122,7 +122,7 @@ def test_microbatcher_starts_the_next_batch_while_one_runs():
 async def test_concurrent_ainvoke_share_one_batch(backend):
     spy = CountingBackend(backend)
     opt = BPOOptimizer(spy, max_new_tokens=16, micro_batching=True, max_wait_ms=20, cache=False)
-    prompts = [f"Write a haiku about the number {i}." for i in range(8)]
+    prompts = [f"Describe the number {i}." for i in range(8)]
     results = await asyncio.gather(*[opt.arewrite(p) for p in prompts])
     assert [r.original for r in results] == prompts
     assert len(spy.calls) <= 2 and sum(len(c) for c in spy.calls) == 8
@@ -134,7 +134,7 @@ async def test_separate_runnables_over_one_optimizer_share_batches(backend):
 
     spy = CountingBackend(backend)
     opt = BPOOptimizer(spy, max_new_tokens=16, micro_batching=True, max_wait_ms=50, cache=False)
-    prompts = [f"Write a haiku about the number {i}." for i in range(8)]
+    prompts = [f"Describe the number {i}." for i in range(8)]
     # A web app may build a chain (and a BPORunnable) per request: their calls still coalesce.
     results = await asyncio.gather(*[BPORunnable(optimizer=opt).ainvoke(p) for p in prompts])
     assert len(results) == 8 and len(spy.calls) <= 2 and sum(len(c) for c in spy.calls) == 8
@@ -179,7 +179,9 @@ def server(backend):
 
 
 def test_remote_optimizer_matches_local(server, backend):
-    remote = BPOOptimizer.from_openai_compatible(server, "bpo-test", fmt=ChatFormat(), max_new_tokens=24, cache=False)
+    remote = BPOOptimizer.from_openai_compatible(
+        server, "bpo-test", fmt=ChatFormat(), style="augment", max_new_tokens=24, cache=False
+    )
     local = BPOOptimizer(backend, max_new_tokens=24)
     assert remote.optimize_batch(PROMPTS[:3]) == local.optimize_batch(PROMPTS[:3])
     res = remote.rewrite("   ")

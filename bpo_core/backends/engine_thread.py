@@ -21,7 +21,7 @@ import contextlib
 import os
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
@@ -70,7 +70,7 @@ def load_on_engine(fn: Callable[[], T], what: str) -> T:
     """
 
     def load() -> T:
-        with waits.loading():
+        with waits.loading(), _quiet_progress():
             return fn()
 
     if on_engine_thread() or not enabled():
@@ -84,6 +84,23 @@ def submit(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
     _ensure_started()
     _jobs.put((future, fn, args, kwargs))
     return future
+
+
+@contextlib.contextmanager
+def _quiet_progress() -> Iterator[None]:
+    """No weight-loading progress bars unless bpo_core logs at INFO (``-v``): a load is not a long job."""
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    if logging.getLogger("bpo_core").isEnabledFor(logging.INFO) or not hf_logging.is_progress_bar_enabled():
+        yield
+        return
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.enable_progress_bar()
 
 
 def jobs_waiting() -> bool:

@@ -27,6 +27,19 @@ def clean_rewrite(text: str, settings: GenerationSettings) -> str:
     return _unwrap(text)
 
 
+def strip_echo(view: str, text: str) -> str:
+    """Drop a verbatim echo of the prompt from the front of an addition.
+
+    Chat models asked for "only the addition" sometimes repeat the prompt first; what follows the
+    echo is the addition. Whitespace and the prompt's final punctuation may differ in the echo.
+    """
+    squash = " ".join(text.split())
+    head = " ".join(view.split()).rstrip("?.!; ")
+    if not head or not squash.lower().startswith(head.lower()):
+        return text
+    return squash[len(head) :].lstrip("?.!;:, ")
+
+
 def clean_addition(text: str, settings: GenerationSettings) -> str:
     """Raw generated text -> an addition: its first paragraph, ending at a full sentence.
 

@@ -1,5 +1,17 @@
 """Faithfulness checks: a rewrite or an addition must never change what the user meant.
 
+Additions (style="augment") get two more steps, because a small model's additions go wrong in
+known ways (measured by a strong LLM judge on held-out prompts: invented aspects, guessed facts,
+hedges, assumptions, safety notes that do not fit):
+
+* :func:`addition_conflict`: prompts where any addition tends to contradict the user (output-only
+  or no-explanation constraints, role-play and game set-ups, jailbreak set-ups, songs and poems)
+  get none;
+* :func:`ground_addition`: an addition is cut into guidance clauses ("explain ...", "include
+  ...") and only clauses whose every word is the user's own or recurring guidance vocabulary (the
+  teacher's, ``data/guidance_words.json``) are kept; claims ("note that ...") and conditions
+  ("if ...") are dropped.
+
 Judge-free and cheap, run on every candidate:
 
 * **specifics**: the concrete things a prompt pins down (numbers, identifiers and code tokens,
@@ -13,9 +25,12 @@ Judge-free and cheap, run on every candidate:
 
 from __future__ import annotations
 
+import functools
+import json
 import re
+from pathlib import Path
 
-from bpo_core.guard import ANSWER_OPENERS, GuardConfig, Verdict, check, words
+from bpo_core.guard import ANSWER_OPENERS, STOPWORDS, GuardConfig, Verdict, check, stem, words
 from bpo_core.language import looks_english
 from bpo_core.rewrite.segment import PLACEHOLDERS
 
@@ -214,3 +229,177 @@ def check_addition(view: str, addition: str, config: GuardConfig | None = None) 
 
 def _squash(text: str) -> str:
     return re.sub(r"\W+", "", text.lower())
+
+
+# ----------------------------------------------------------------------------------- additions
+LEXICON_PATH = Path(__file__).resolve().parent.parent / "data" / "guidance_words.json"
+
+_CONFLICTS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    (
+        "the prompt limits what the answer may contain",
+        re.compile(
+            r"\b(?:no|without|don'?t|do not|never)\s+(?:any\s+)?(?:explanations?|explain|comments?|commentary|notes?|extra text|other text)\b"
+            r"|\b(?:only|just)\s+(?:reply|respond|answer|output|return|write|give|print|show|say)\b"
+            r"|\b(?:reply|respond|answer|output|return)\s+(?:only|with only|just)\b|\bnothing else\b|\bone[- ]word\b"
+            r"|\b(?:terminal|console|shell|interpreter|compiler)\b",
+            re.I,
+        ),
+    ),
+    (
+        "the prompt sets up a role, a game or a persona",
+        re.compile(
+            r"^\W*(?:(?:hi|hello|hey)\W+)?(?:(?:i want you to|i'd like you to|please|now|from now on,?)\s+)?(?:act as|act like|you are|you're|"
+            r"you will be|pretend|imagine you|role-?play|let'?s play|play a game|from now on)\b",
+            re.I,
+        ),
+    ),
+    (
+        "the prompt tries to change the assistant's rules",
+        re.compile(
+            r"\bignore (?:all |any )?(?:the )?previous\b|\bjailbreak|\bDAN\b|filter improvement mode|developer mode",
+            re.I,
+        ),
+    ),
+    (
+        "the prompt generalizes about a group of people",
+        re.compile(
+            r"\b(?:women|men|girls|boys|wives|husbands|blacks|whites|(?:black|white|old|fat|poor) people|asians?|"
+            r"latinos?|hispanics?|mexicans?|muslims?|jews?|jewish|christians?|atheists?|gays?|lesbians?|"
+            r"transgender|immigrants?|foreigners|liberals|conservatives|republicans|democrats)\b",
+            re.I,
+        ),
+    ),
+    (
+        "the prompt asks for a song or a poem",
+        re.compile(r"\b(?:poem|poetry|haiku|limerick|sonnet|song|lyrics|rap|jingle|verses?)\b", re.I),
+    ),
+    (
+        "the request touches on harm, crime or someone's privacy",
+        re.compile(
+            r"\b(?:steal\w*|stole|rob\w*|kill\w*|murder\w*|hurt\w*|harm\w*|attack\w*|weapons?|guns?|firearms?|bombs?|"
+            r"explosives?|poison\w*|drugs?|cocaine|heroin|meth|weed|hack\w*|pirat\w*|torrent\w*|illegal\w*|cheat\w*|"
+            r"revenge|prank\w*|insults?|racist|slurs?|suicid\w*|abus\w*|(?:home|residential|email) address|"
+            r"phone number|social security|credit card|stalk\w*|spy\w*|blackmail\w*|scam\w*|fraud\w*|shoplift\w*|"
+            r"smuggl\w*|bully\w*|kidnap\w*|violen\w*|sex\w*|porn\w*)\b",
+            re.I,
+        ),
+    ),
+)
+
+
+def addition_conflict(view: str) -> str | None:
+    """Why no addition should be made to this prompt, or ``None``."""
+    text = _strip_placeholders(view)
+    return next((why for why, pattern in _CONFLICTS if pattern.search(text)), None)
+
+
+# Verbs that open a guidance clause ("..., and include a short example").
+_VERBS = (
+    r"explain|cover|include|show|give|note|mention|address|use|keep|list|describe|compare|suggest|provide|offer|"
+    r"organi[sz]e|add|walk|outline|discuss|define|clarify|highlight|point|summari[sz]e|present|state|ask|avoid|"
+    r"focus|structure|distinguish|acknowledge|respond|label|format|group|rank|check|identify|consider|tailor|"
+    r"break|cite|flag|contrast|weigh|illustrate|demonstrate|comment|specify"
+)
+_CLAUSE = re.compile(
+    rf"(?:,\s*(?:and\s+|then\s+|plus\s+|but\s+)?|;\s*(?:and\s+)?|\s+and\s+(?:then\s+)?)"
+    rf"(?=(?:briefly\s+|also\s+|then\s+)?(?:{_VERBS}|if|unless|assuming|when|since)\b)",
+    re.I,
+)
+# Claims about the answer or the world, and conditions: a small model's guesses, never guidance.
+_CLAIM = re.compile(
+    r"^(?:briefly\s+|also\s+)?(?:note|mention|state|say|stress)\s+that\b|^(?:if|unless|assuming|when|since)\b", re.I
+)
+# Safety and legality framing: right only for some requests, and a small model cannot tell which.
+_SAFETY = re.compile(
+    r"\b(?:legal(?:ity|ly)?|illegal|lawful|unlawful|laws?|ethic(?:s|al)|harm(?:s|ful|ing)?|safe(?:ty|ly)?|risks?|"
+    r"dangers?|dangerous|consequences?|privacy|consent|crisis|emergency|legitimate|respectful(?:ly)?|empathy|"
+    r"stereotypes?|victims?|abuse|violence|injury|medical advice|professional help)\b",
+    re.I,
+)
+# An enumeration of aspects ("..., such as X, Y and Z") is where a small model names what the user
+# never raised; the clause before it may still be good guidance.
+_ENUMERATION = re.compile(r",?\s+(?:such as|including|like|e\.g\.|for example|especially|particularly)\b.*$", re.I)
+# Tone and manner are the user's to choose.
+_TONE = re.compile(r"^(?:respond|reply|answer|write)\s+(?:with|in)\b|\btone\b|\bhumou?r\w*\b", re.I)
+# A kept clause must point at something: the user's own words or a concrete part of an answer.
+_ANCHORS = frozenset(
+    """example examples code comments comment steps step reasoning reason reasons sections section formula
+    calculation output summary table list lists sources source assumptions assumption limitations definition
+    definitions pros cons trade-offs tradeoffs test tests command commands diagram outline structure headings
+    heading term terms description descriptions explanation idea ideas option options point points case cases
+    approach changes change practice practices placeholders placeholder paragraph paragraphs bullet bullets
+    question questions answer answers result results version versions""".split()
+)
+# Explaining one's approach suits questions and code; for other deliverables it adds an unasked part.
+_EXPLAINS = re.compile(
+    r"^(?:briefly\s+)?(?:explain|walk through|describe)\s+(?:the|your|each|how)\s+(?:approach|steps?|process|method|reasoning|changes?|logic|calculation)",
+    re.I,
+)
+_QUESTION = re.compile(
+    r"\?|^\W*(?:what|how|why|which|who|when|where|explain|describe|tell me|can you explain)\b", re.I | re.M
+)
+
+
+@functools.lru_cache(maxsize=1)
+def guidance_stems() -> frozenset[str]:
+    return frozenset(json.loads(LEXICON_PATH.read_text(encoding="utf-8"))["stems"])
+
+
+def ungrounded_words(view: str, text: str) -> list[str]:
+    """Words of ``text`` that are neither the user's (``view``) nor recurring guidance vocabulary."""
+    own = {stem(w) for w in words(view)}
+    lexicon = guidance_stems()
+    return [
+        w for w in words(text) if w not in STOPWORDS and len(w) > 2 and stem(w) not in own and stem(w) not in lexicon
+    ]
+
+
+def _anchored(view: str, clause: str) -> bool:
+    own = {stem(w) for w in words(view) if w not in STOPWORDS and len(w) > 2}
+    return any(w in _ANCHORS or stem(w) in own for w in words(clause) if w not in STOPWORDS)
+
+
+_NEGATED = re.compile(
+    r"\b(?:without|no|not|never|don'?t|avoid|except)\s+(?:any\s+|a\s+|an\s+|the\s+|using\s+|creating\s+)?(\w+)", re.I
+)
+
+
+def negated_stems(view: str) -> set[str]:
+    """Stems of what the user excluded ("without creating a table" -> ``table``, ``creat``)."""
+    found = set()
+    for m in _NEGATED.finditer(_strip_placeholders(view)):
+        tail = view[m.start() : m.end() + 24]
+        found |= {stem(w) for w in words(tail)[1:4] if w not in STOPWORDS and len(w) > 2}
+    return found
+
+
+def ground_addition(view: str, addition: str) -> str:
+    """Keep the guidance clauses of ``addition`` that are grounded (see the module docstring); ``""`` if none."""
+    text = addition.strip().rstrip(".!").strip()
+    if not text:
+        return ""
+    kinds = task_kinds(view)
+    deliverable = bool(kinds & {"create", "edit", "translate", "summarize"}) and "code" not in kinds
+    explains_fit = not deliverable or bool(_QUESTION.search(_strip_placeholders(view)))
+    excluded = negated_stems(view)
+    kept: list[str] = []
+    clauses = [c for sentence in re.split(r"(?<=[.!?])\s+", text) for c in _CLAUSE.split(sentence)]
+    for clause in clauses:
+        clause = clause.strip(" ,;.!?")
+        if clause[:5].lower() == "then ":
+            clause = clause[5:]
+        clause = _ENUMERATION.sub("", clause).strip(" ,;")
+        if len(words(clause)) < 3 or _CLAIM.search(clause) or _SAFETY.search(clause) or _TONE.search(clause):
+            continue
+        if ungrounded_words(view, clause) or (not explains_fit and _EXPLAINS.search(clause)):
+            continue
+        if not _anchored(view, clause) or excluded & {stem(w) for w in words(clause)}:
+            continue
+        if _squash(clause) in {_squash(k) for k in kept}:  # a repeated clause
+            continue
+        kept.append(clause)
+    if not kept:
+        return ""
+    kept[0] = kept[0][0].upper() + kept[0][1:]
+    body = kept[0] if len(kept) == 1 else ", ".join(kept[:-1]) + (", and " if len(kept) > 2 else " and ") + kept[-1]
+    return body + "."

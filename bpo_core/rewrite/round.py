@@ -24,8 +24,15 @@ from bpo_core.generation import GenerationSettings, settings_for_mode
 from bpo_core.language import looks_english
 from bpo_core.result import FallbackKind, OptimizationResult
 from bpo_core.rewrite.assemble import append_addition, replace_instruction
-from bpo_core.rewrite.clean import clean_addition, clean_rewrite
-from bpo_core.rewrite.faithfulness import Verdict, check_addition, check_rewrite
+from bpo_core.rewrite.clean import clean_addition, clean_rewrite, strip_echo
+from bpo_core.rewrite.faithfulness import (
+    Verdict,
+    addition_conflict,
+    check_addition,
+    check_rewrite,
+    ground_addition,
+    ungrounded_words,
+)
 from bpo_core.rewrite.segment import Segmentation, Span, default_model, segment
 
 logger = logging.getLogger("bpo_core")
@@ -126,12 +133,18 @@ def _prepare(res: OptimizationResult, config: OptimizerConfig) -> Segmentation |
 def _candidates(
     views: list[str], backend: Backend, fmt: PromptFormat, settings: GenerationSettings, n_best: int
 ) -> list[list[str]]:
-    """``n_best`` raw generations per view (sampled when more than one)."""
-    batch = [v for v in views for _ in range(n_best)]
-    if n_best > 1 and not settings.do_sample:
-        settings = settings_for_mode("stable", max_new_tokens=settings.max_new_tokens, seed=settings.seed)
-    raw = backend.generate(batch, fmt, settings)
-    return [raw[k * n_best : (k + 1) * n_best] for k in range(len(views))]
+    """``n_best`` raw generations per view: with greedy settings the greedy one first, then samples."""
+    if n_best == 1:
+        return [[text] for text in backend.generate(views, fmt, settings)]
+    first = backend.generate(views, fmt, settings) if not settings.do_sample else None
+    sampled = (
+        settings
+        if settings.do_sample
+        else settings_for_mode("stable", max_new_tokens=settings.max_new_tokens, seed=settings.seed)
+    )
+    extra = n_best - (first is not None)
+    raw = backend.generate([v for v in views for _ in range(extra)], fmt, sampled)
+    return [([first[k]] if first is not None else []) + raw[k * extra : (k + 1) * extra] for k in range(len(views))]
 
 
 def _pick(candidates: list[str], judge: Callable[[str], Verdict]) -> tuple[str, Verdict]:
@@ -177,33 +190,61 @@ def _augment(
     *,
     because: bool,
 ) -> None:
-    """Append a guarded addition to each job's prompt (``because``: a rejected rewrite's fallback)."""
-    if not jobs:
+    """Append a guarded addition to each job's prompt (``because``: a rejected rewrite's fallback).
+
+    Prompts an addition would likely contradict get none (no model call); each candidate is cut to
+    its grounded guidance clauses, then checked; the first candidate that passes (greedy first) wins.
+    """
+    guard = config.guard
+    todo = []
+    for job in jobs:
+        conflict = addition_conflict(job.view) if guard.enabled and guard.faithfulness else None
+        if conflict is None:
+            todo.append(job)
+        else:
+            _nothing(results, job, because, f"{conflict}: nothing added")
+    if not todo:
         return
     settings = settings.model_copy(
         update={"max_new_tokens": min(settings.max_new_tokens, ADDITION_MAX_NEW_TOKENS), "min_new_tokens_extra": None}
     )
-    views = list(dict.fromkeys(j.view for j in jobs))
+    views = list(dict.fromkeys(j.view for j in todo))
     raw = dict(zip(views, _candidates(views, backend, fmt.with_style("augment"), settings, config.n_best)))
-    for job in jobs:
-        cleaned = [clean_addition(t, settings) for t in raw[job.view]]
-        text, verdict = _pick(cleaned, functools.partial(check_addition, job.view, config=config.guard))
+    for job in todo:
         res = results[job.index]
-        if not text:
-            if because:  # the rewrite was rejected and there is nothing to add instead
-                results[job.index] = fallback(res, FallbackKind.REJECTED, f"{res.reason}; nothing to add instead")
+        verdicts = []
+        for text in raw[job.view]:
+            cleaned = clean_addition(strip_echo(job.view, text), settings)
+            grounding = guard.enabled and guard.faithfulness and guard.ground_additions
+            kept = ground_addition(job.view, cleaned) if grounding else cleaned
+            if cleaned and not kept:
+                named = ", ".join(dict.fromkeys(ungrounded_words(job.view, cleaned))) or "claims or conditions"
+                verdicts.append(("", Verdict(False, f"addition named things the user did not give: {named}", 0.0)))
             else:
-                results[job.index] = fallback(res, FallbackKind.NOTHING_TO_ADD, "the optimizer had nothing to add")
-        elif not verdict.ok:
-            _log_kept(config, verdict.reason or "")
-            prior = f"{res.reason}; " if because and res.reason else ""
-            results[job.index] = fallback(res, FallbackKind.REJECTED, prior + (verdict.reason or "addition rejected"))
-        else:
-            current = res.optimized
-            new = append_addition(current, text)
+                verdicts.append((kept, check_addition(job.view, kept, guard) if kept else Verdict(False, None, 0.0)))
+        passed = [(t, v) for t, v in verdicts if v.ok]
+        if passed:
+            text = passed[0][0]
+            new = append_addition(res.optimized, text)
             results[job.index] = OptimizationResult(
                 res.original, new, False, res.reason if because else None, (*res.history, new), "augment", text
             )
+            continue
+        reason = next((v.reason for _, v in verdicts if v.reason), None)
+        if reason is None:
+            _nothing(results, job, because, "the optimizer had nothing to add")
+        else:
+            _log_kept(config, reason)
+            prior = f"{res.reason}; " if because and res.reason else ""
+            results[job.index] = fallback(res, FallbackKind.REJECTED, prior + reason)
+
+
+def _nothing(results: list[OptimizationResult], job: _Job, because: bool, why: str) -> None:
+    res = results[job.index]
+    if because:  # the rewrite was rejected and there is nothing to add instead
+        results[job.index] = fallback(res, FallbackKind.REJECTED, f"{res.reason}; {why}")
+    else:
+        results[job.index] = fallback(res, FallbackKind.NOTHING_TO_ADD, why)
 
 
 def _log_kept(config: OptimizerConfig, reason: str) -> None:

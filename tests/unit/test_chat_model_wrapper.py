@@ -16,8 +16,8 @@ from bpo_core import BPOOptimizer
 from langchain_bpo import ORIGINAL_KEY, BPOChatModel
 from tests.fakes import ScriptedBackend
 
-QUESTION = "whats the weather in paris"
-ADDITION = "Give the temperature and conditions, and say how current the information is."
+QUESTION = "how do I check the weather in paris from python"
+ADDITION = "Show a short code example and explain each step."
 AUGMENTED = f"{QUESTION}\n\n{ADDITION}"
 
 

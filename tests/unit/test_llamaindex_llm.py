@@ -26,7 +26,7 @@ from llamaindex_bpo.testing import KeywordEmbedding
 from tests.fakes import ScriptedBackend
 
 QUESTION = "why exercise"
-ADDITION = "Cover physical and mental health, with one example of each."
+ADDITION = "Explain the reasoning step by step and give a short example of each point."
 AUGMENTED = f"{QUESTION}\n\n{ADDITION}"
 DOCS = ["Regular exercise strengthens the heart and lungs.", "Exercise improves mood and sleep.", "Paris is in France."]
 

@@ -22,20 +22,20 @@ def addition(text: str):
 
 
 def test_augment_keeps_the_prompt_verbatim_and_appends():
-    backend = ScriptedBackend(addition("Lead with the main change and keep the figures exact."))
+    backend = ScriptedBackend(addition("Give each main point of the report in its own sentence."))
     res = BPOOptimizer(backend).rewrite(PROMPT)
-    assert res.optimized == PROMPT + "\nLead with the main change and keep the figures exact."
+    assert res.optimized == PROMPT + "\nGive each main point of the report in its own sentence."
     assert res.optimized.startswith(PROMPT)
     assert (res.style, res.addition, res.fell_back, res.kind) == (
         "augment",
-        "Lead with the main change and keep the figures exact.",
+        "Give each main point of the report in its own sentence.",
         False,
         None,
     )
 
 
 def test_material_never_reaches_the_model():
-    backend = ScriptedBackend(addition("Keep it short."))
+    backend = ScriptedBackend(addition("Give a short example."))
     BPOOptimizer(backend).rewrite(PROMPT)
     assert backend.views == ["Summarize the report below in two sentences.\n\n[pasted text]"]
     assert not any("EMEA" in v or "212" in v for v in backend.views)
@@ -74,7 +74,33 @@ def test_an_addition_that_invents_is_rejected_with_the_reason():
         "How to use DAO"
     )
     assert res.optimized == "How to use DAO" and res.fell_back and res.kind is FallbackKind.REJECTED
-    assert "invents specifics" in res.reason
+    assert res.reason == "addition named things the user did not give: python, developer"
+
+
+def test_an_addition_is_cut_to_its_grounded_guidance():
+    text = "Show a short code example, cover the GIL and asyncio, and note that threads are slow."
+    res = BPOOptimizer(ScriptedBackend(addition(text))).rewrite("how do I run two functions at once in python")
+    assert res.addition == "Show a short code example."
+
+
+def test_prompts_an_addition_would_contradict_get_none_without_a_model_call():
+    backend = ScriptedBackend(addition("Show a short code example."))
+    prompts = [
+        "Reply with the SQL only, no explanation: list all users",
+        "Act as a Linux terminal",
+        "Write a poem about rain",
+        "Why are women so shallow?",
+    ]
+    results = BPOOptimizer(backend).rewrite_batch(prompts)
+    assert [r.optimized for r in results] == prompts and backend.calls == []
+    assert [r.kind for r in results] == [FallbackKind.NOTHING_TO_ADD] * 4
+    assert "limits what the answer may contain" in results[0].reason
+
+
+def test_a_clause_about_what_the_user_excluded_is_dropped():
+    text = "Show how to create a table for the dates, and explain the approach step by step."
+    res = BPOOptimizer(ScriptedBackend(addition(text))).rewrite("List the dates in MySQL without creating a table")
+    assert res.addition == "Explain the approach step by step."
 
 
 def test_nothing_to_add_is_not_a_failure():
@@ -82,23 +108,31 @@ def test_nothing_to_add_is_not_a_failure():
     assert (res.optimized, res.fell_back, res.kind) == ("hello there", False, FallbackKind.NOTHING_TO_ADD)
 
 
+def test_an_echo_of_the_prompt_before_the_addition_is_dropped():
+    prompt = "Explain how   inflation works\n\nin a small economy?"
+    echo = addition("Explain how inflation works in a small economy? Give a short example.")
+    res = BPOOptimizer(ScriptedBackend(echo)).rewrite(prompt)
+    assert res.addition == "Give a short example."
+    assert res.optimized.startswith(prompt) and res.optimized.endswith("\nGive a short example.")
+
+
 def test_a_half_sentence_cut_by_the_token_budget_is_dropped():
-    res = BPOOptimizer(ScriptedBackend(addition("Cover the causes. Then list the main effects and how they"))).rewrite(
-        "Explain inflation"
-    )
-    assert res.addition == "Cover the causes."
+    res = BPOOptimizer(
+        ScriptedBackend(addition("Give a short example. Then list the main effects and how they"))
+    ).rewrite("Explain inflation")
+    assert res.addition == "Give a short example."
 
 
 def test_unsure_segmentation_abstains(monkeypatch):
     strict = SegmenterModel(**{**default_model().__dict__, "min_confidence": 1.01})
     monkeypatch.setattr(rewrite_round, "default_model", lambda: strict)
-    backend = ScriptedBackend(addition("Keep it short."))
+    backend = ScriptedBackend(addition("Give a short example."))
     res = BPOOptimizer(backend).rewrite(PROMPT)
     assert res.optimized == PROMPT and res.kind is FallbackKind.UNSEGMENTED and backend.calls == []
 
 
 def test_blank_non_english_and_too_long_pass_through_without_the_model():
-    backend = ScriptedBackend(addition("Keep it short."))
+    backend = ScriptedBackend(addition("Give a short example."))
     opt = BPOOptimizer(backend, max_input_tokens=5)
     results = opt.rewrite_batch(["   ", "¿Cómo está usted hoy? Qué tal el día", "one two three four five six seven"])
     assert [r.kind for r in results] == [FallbackKind.BLANK, FallbackKind.NON_ENGLISH, FallbackKind.TOO_LONG]
@@ -106,7 +140,7 @@ def test_blank_non_english_and_too_long_pass_through_without_the_model():
 
 
 def test_errors_fall_back_or_raise_and_are_not_cached():
-    backend = ScriptedBackend(addition("Keep it short."), fail=broken())
+    backend = ScriptedBackend(addition("Give a short example."), fail=broken())
     opt = BPOOptimizer(backend)
     res = opt.rewrite("Explain inflation")
     assert res.fell_back and res.kind is FallbackKind.ERROR and "device fell over" in res.reason
@@ -118,9 +152,9 @@ def test_errors_fall_back_or_raise_and_are_not_cached():
 
 
 def test_an_addition_is_made_once_whatever_the_rounds():
-    backend = ScriptedBackend(addition("Keep it short."))
+    backend = ScriptedBackend(addition("Give a short example."))
     res = BPOOptimizer(backend, rounds=3).rewrite("Explain inflation")
-    assert res.optimized == "Explain inflation\n\nKeep it short." and len(backend.calls) == 1
+    assert res.optimized == "Explain inflation\n\nGive a short example." and len(backend.calls) == 1
 
 
 def test_rewrite_rounds_chain_and_keep_history():
@@ -130,7 +164,7 @@ def test_rewrite_rounds_chain_and_keep_history():
 
 
 def test_duplicate_views_are_generated_once():
-    backend = ScriptedBackend(addition("Keep it short."))
+    backend = ScriptedBackend(addition("Give a short example."))
     BPOOptimizer(backend, cache=False).rewrite_batch(["Explain inflation", "Explain inflation", "Explain gravity"])
     assert backend.calls == [("augment", ["Explain inflation", "Explain gravity"])]
 
