@@ -7,6 +7,8 @@ Endpoints:
 * ``POST /v1/optimize`` — the whole BPO pipeline server-side (segmentation, template, guard,
   cache): ``{"prompts": [...], "style": "augment", "mode": "greedy", "rounds": 1}`` ->
   ``{"results": [...]}`` (each with ``optimized``, ``style``, ``addition``, ``reason``).
+* ``GET /``: the playground, a page to try the optimizer (word diff, style, reason, time); no
+  build step, no CDN: one HTML file shipped with the package.
 * ``GET /v1/models``, ``GET /health``.
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -24,6 +27,8 @@ from bpo_core.backends.hf import HFBackend
 from bpo_core.errors import BPOError, InvalidPromptError, OptimizerTimeoutError
 from bpo_core.generation import GenerationSettings
 from bpo_core.optimizer import BPOOptimizer
+
+PLAYGROUND = Path(__file__).resolve().parent / "playground.html"
 
 
 @dataclass(frozen=True)
@@ -81,7 +86,7 @@ def create_app(
     optimizer does. The server keeps serving either way.
     """
     from fastapi import FastAPI, HTTPException
-    from fastapi.responses import JSONResponse
+    from fastapi.responses import HTMLResponse, JSONResponse
 
     from bpo_core.batching import MicroBatcher
 
@@ -98,6 +103,11 @@ def create_app(
 
     def error(status: int, kind: str, message: str) -> JSONResponse:
         return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status)
+
+    @app.get("/", response_class=HTMLResponse)
+    def playground() -> str:
+        """A page to try the optimizer: type a prompt, see the rewrite as a word diff and why."""
+        return PLAYGROUND.read_text(encoding="utf-8")
 
     @app.get("/health")
     def health() -> dict[str, str]:

@@ -249,7 +249,16 @@ _CONFLICTS: tuple[tuple[str, re.Pattern[str]], ...] = (
         "the prompt sets up a role, a game or a persona",
         re.compile(
             r"^\W*(?:(?:hi|hello|hey)\W+)?(?:(?:i want you to|i'd like you to|please|now|from now on,?)\s+)?(?:act as|act like|you are|you're|"
-            r"you will be|pretend|imagine you|role-?play|let'?s play|play a game|from now on)\b",
+            r"you will be|pretend|imagine you|role-?play|let'?s play|play a game|from now on)\b"
+            r"|^\W*as an? [\w -]{2,40}, (?:I|you) (?:can|will|am|are|'ll)\b",
+            re.I,
+        ),
+    ),
+    (
+        "the prompt sets up a later step",
+        re.compile(
+            r"\bI (?:am|'m) going to (?:give|send|provide|paste|share|ask)\b|\bI will (?:give|send|provide|paste|share)\b"
+            r"|\b(?:if you understand|acknowledged?|wait (?:for|until)|please provide me with|ask me\b)",
             re.I,
         ),
     ),

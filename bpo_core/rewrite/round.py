@@ -162,6 +162,13 @@ def _rewrite(
     settings: GenerationSettings,
 ) -> list[_Job]:
     """Rewrite each job's instruction; return the jobs whose rewrite the guard rejected."""
+    inline = [j for j in jobs if _inline_material(j.seg)]
+    for job in inline:
+        reason = "pasted material starts or ends mid-line: the words around it are not rewritten"
+        results[job.index] = fallback(results[job.index], FallbackKind.REJECTED, reason)
+    jobs = [j for j in jobs if j not in inline]
+    if not jobs:
+        return inline
     views = list(dict.fromkeys(j.view for j in jobs))
     raw = dict(zip(views, _candidates(views, backend, fmt.with_style("rewrite"), settings, config.n_best)))
     rejected = []
@@ -177,7 +184,23 @@ def _rewrite(
             rejected.append(job)
         else:
             results[job.index] = OptimizationResult(res.original, new, False, None, (*res.history, new), "rewrite")
-    return rejected
+    return [*inline, *rejected]
+
+
+def _inline_material(seg: Segmentation) -> bool:
+    """Whether a piece of material shares a line with instruction text.
+
+    There the boundary is a guess, and a rewrite of the words next to the material ("...this
+    sentence: {"...) reads as altered material; whole lines around it can be rewritten safely.
+    """
+    prompt = seg.prompt
+    for span in seg.spans:
+        if span.kind != "material":
+            continue
+        before, after = prompt[: span.start].rstrip(" \t"), prompt[span.end :].lstrip(" \t")
+        if (before.strip() and not before.endswith("\n")) or (after.strip() and not after.startswith("\n")):
+            return True
+    return False
 
 
 def _augment(

@@ -56,6 +56,14 @@ def test_rewrite_puts_material_back_byte_for_byte():
     )
 
 
+def test_words_sharing_a_line_with_material_are_not_rewritten():
+    backend = ScriptedBackend(lambda view, style: "Please extract the frames from this sentence: [pasted text]")
+    prompt = 'extract frames for this sentence: {"sentence": "After months of fighting, the town fell.", "frames": []}'
+    res = BPOOptimizer(backend, style="rewrite", rewrite_fallback="original").rewrite(prompt)
+    assert res.optimized == prompt and res.kind is FallbackKind.REJECTED and "mid-line" in res.reason
+    assert backend.calls == []
+
+
 def test_a_rejected_rewrite_falls_back_to_an_addition_or_the_original():
     def model(view, style):
         return "How do I use the DAO pattern in Python?" if style == "rewrite" else "Explain with a short example."
@@ -90,10 +98,12 @@ def test_prompts_an_addition_would_contradict_get_none_without_a_model_call():
         "Act as a Linux terminal",
         "Write a poem about rain",
         "Why are women so shallow?",
+        "I am going to give you a taxonomy, then some messages to sort into it.",
+        "As a travel planner, I can create the perfect itinerary for you.",
     ]
     results = BPOOptimizer(backend).rewrite_batch(prompts)
     assert [r.optimized for r in results] == prompts and backend.calls == []
-    assert [r.kind for r in results] == [FallbackKind.NOTHING_TO_ADD] * 4
+    assert [r.kind for r in results] == [FallbackKind.NOTHING_TO_ADD] * 6
     assert "limits what the answer may contain" in results[0].reason
 
 
