@@ -32,6 +32,8 @@ class GenerationSettings(BaseModel):
     stop_at_newline: bool = False
     #: Authors' aggressive mode: at least (prompt length + extra) new tokens.
     min_new_tokens_extra: int | None = None
+    #: At least this many new tokens (an addition the model chose to make must not end at once).
+    min_new_tokens: int | None = None
     cut_prefixes: tuple[str, ...] = ()
     seed: int | None = None
     #: Stop generating after this many seconds (set from the optimizer's timeout_s).

@@ -45,7 +45,7 @@ def _agent(backend, spy=None):
             AIMessage("Sunny."),
         ]
     )
-    optimizer = BPOOptimizer(spy or backend, max_new_tokens=40)
+    optimizer = BPOOptimizer(spy or backend, max_new_tokens=40, add_below=None)
     return create_agent(
         ToolCallingFake(messages=script),
         [get_weather],
@@ -64,7 +64,7 @@ def test_middleware_rewrites_newest_user_turn_once(backend):
     assert [m.type for m in msgs] == ["human", "ai", "human", "ai", "tool", "ai"]
     assert msgs[0].content == "earlier question" and msgs[1].content == "earlier answer"
     newest = msgs[2]
-    assert newest.content == BPOOptimizer(backend, max_new_tokens=40).optimize(QUESTION)
+    assert newest.content == BPOOptimizer(backend, max_new_tokens=40, add_below=None).optimize(QUESTION)
     if newest.content != QUESTION:
         assert newest.additional_kwargs[ORIGINAL_KEY] == QUESTION
     assert msgs[4].content == "Sunny in Paris"  # tool results untouched
@@ -150,7 +150,7 @@ def test_history_is_given_to_optimizer_as_context(backend):
     tokenizer = backend.tokenizer
     assert "planning a trip to Japan" in fmt.render("what should I pack?", tokenizer)
     spy = CountingBackend(backend)
-    mw = BPOMiddleware(BPOOptimizer(spy, max_new_tokens=24), history_turns=2)
+    mw = BPOMiddleware(BPOOptimizer(spy, add_below=None, max_new_tokens=24), history_turns=2)
     state = {
         "messages": [
             HumanMessage("I am planning a trip to Japan"),

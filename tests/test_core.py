@@ -30,8 +30,10 @@ def test_trained_default_writes_guidance_and_the_guard_keeps_only_grounded_claus
     from bpo_core.rewrite.faithfulness import ungrounded_words
 
     # The shipped adapter makes the model write an addition (guidance), not an answer, after a
-    # verbatim prompt; ungrounded, the raw additions show it.
-    raw = BPOOptimizer(backend, max_new_tokens=48, guard=GuardConfig(ground_additions=False)).rewrite_batch(PROMPTS)
+    # verbatim prompt; made to add (add_below=1) and ungrounded, the raw additions show it.
+    raw = BPOOptimizer(
+        backend, max_new_tokens=48, add_below=1.0, guard=GuardConfig(ground_additions=False)
+    ).rewrite_batch(PROMPTS)
     assert [r.original for r in raw] == PROMPTS
     added = [r for r in raw if r.addition]
     assert len(added) >= 2, [r.reason for r in raw]
@@ -46,6 +48,15 @@ def test_trained_default_writes_guidance_and_the_guard_keeps_only_grounded_claus
             assert r.history[-1] == r.optimized and not ungrounded_words(r.original, r.addition or "")
 
 
+def test_stop_probability_is_a_probability_and_padding_does_not_change_it(backend):
+    fmt = backend.default_format.with_style("augment")
+    prompts = ["What is contrastive loss?", "Write python code to connect to a FTP server and list the files."]
+    batched = backend.stop_probability(prompts, fmt)
+    alone = [backend.stop_probability([p], fmt)[0] for p in prompts]
+    assert all(0.0 <= p <= 1.0 for p in batched)
+    assert batched == pytest.approx(alone, abs=1e-4)
+
+
 def test_optimize_returns_str(optimizer):
     out = optimizer.optimize(PROMPTS[0])
     assert isinstance(out, str) and out.strip()
@@ -53,7 +64,7 @@ def test_optimize_returns_str(optimizer):
 
 def test_batch_is_one_generate_call(backend):
     spy = CountingBackend(backend)
-    opt = BPOOptimizer(spy, max_new_tokens=24)
+    opt = BPOOptimizer(spy, add_below=None, max_new_tokens=24)
     out = opt.optimize_batch(PROMPTS)
     assert len(out) == len(PROMPTS)
     assert len(spy.calls) == 1 and len(spy.calls[0]) == len(PROMPTS)
@@ -61,7 +72,7 @@ def test_batch_is_one_generate_call(backend):
 
 def test_batch_dedupes_identical_prompts(backend):
     spy = CountingBackend(backend)
-    opt = BPOOptimizer(spy, max_new_tokens=24)
+    opt = BPOOptimizer(spy, add_below=None, max_new_tokens=24)
     out = opt.optimize_batch([PROMPTS[0]] * 3)
     assert len(out) == 3 and len(set(out)) == 1
     assert spy.calls == [[PROMPTS[0]]]

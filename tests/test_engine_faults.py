@@ -63,7 +63,7 @@ def test_faults_at_random_steps_never_leave_a_caller_waiting(backend, monkeypatc
         return forward(self, *args, **kwargs)
 
     monkeypatch.setattr(LeanLlama, "forward", faulty)
-    optimizer = BPOOptimizer(backend, max_new_tokens=12, cache=False, on_error="raise")
+    optimizer = BPOOptimizer(backend, max_new_tokens=12, add_below=None, cache=False, on_error="raise")
     fmt, settings = optimizer.fmt, settings_for_mode("greedy", max_new_tokens=12)
     outcomes: list[str] = []
 
@@ -144,7 +144,7 @@ def test_a_stuck_engine_times_out_with_the_fallback(backend, monkeypatch):
         return forward(self, *args, **kwargs)
 
     monkeypatch.setattr(LeanLlama, "forward", stuck)
-    optimizer = BPOOptimizer(backend, max_new_tokens=4, cache=False)
+    optimizer = BPOOptimizer(backend, max_new_tokens=4, add_below=None, cache=False)
     started = time.monotonic()
     try:
         result = optimizer.rewrite("Describe autumn leaves.")
@@ -180,7 +180,7 @@ def test_server_answers_every_request_when_the_model_fails(backend, monkeypatch)
         return forward(self, *args, **kwargs)
 
     monkeypatch.setattr(LeanLlama, "forward", faulty)
-    app = create_app(BPOOptimizer(backend, max_new_tokens=8, cache=False), model_name="bpo-test")
+    app = create_app(BPOOptimizer(backend, max_new_tokens=8, add_below=None, cache=False), model_name="bpo-test")
     with live_server(app) as url:
 
         def post(i: int) -> httpx.Response:
@@ -221,7 +221,7 @@ def test_server_request_timeout_answers_504(backend, monkeypatch):
         return forward(self, *args, **kwargs)
 
     monkeypatch.setattr(LeanLlama, "forward", stuck)
-    app = create_app(BPOOptimizer(backend, max_new_tokens=4, cache=False), request_timeout_s=1.0)
+    app = create_app(BPOOptimizer(backend, max_new_tokens=4, add_below=None, cache=False), request_timeout_s=1.0)
     try:
         with live_server(app) as url:
             r = httpx.post(f"{url}/completions", json={"prompt": PROMPTS[0], "max_tokens": 4}, timeout=30)

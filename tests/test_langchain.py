@@ -78,7 +78,7 @@ def test_bad_inputs(bpo, bad):
 
 def test_batch_makes_one_optimizer_call(backend):
     spy = CountingBackend(backend)
-    runnable = BPORunnable(optimizer=BPOOptimizer(spy, max_new_tokens=24))
+    runnable = BPORunnable(optimizer=BPOOptimizer(spy, add_below=None, max_new_tokens=24))
     inputs = [PROMPTS[0], StringPromptValue(text=PROMPTS[1]), [HumanMessage(PROMPTS[2])]]
     out = runnable.batch(inputs)
     assert isinstance(out[0], str) and isinstance(out[1], StringPromptValue) and isinstance(out[2], list)

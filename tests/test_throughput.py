@@ -21,7 +21,7 @@ from tests.conftest import PROMPTS, CountingBackend, live_server
 
 def test_lru_cache_hits_skip_generation(backend):
     spy = CountingBackend(backend)
-    opt = BPOOptimizer(spy, max_new_tokens=24)
+    opt = BPOOptimizer(spy, add_below=None, max_new_tokens=24)
     first = opt.rewrite_batch(PROMPTS[:2])
     again = opt.rewrite_batch(PROMPTS[:2])
     assert again == first and len(spy.calls) == 1
@@ -29,13 +29,13 @@ def test_lru_cache_hits_skip_generation(backend):
     opt.rewrite(PROMPTS[0], mode="stable")  # sampling bypasses the cache
     opt.rewrite(PROMPTS[0], mode="stable")
     assert len(spy.calls) == 3
-    BPOOptimizer(spy, max_new_tokens=24, cache=False).rewrite(PROMPTS[0])
+    BPOOptimizer(spy, add_below=None, max_new_tokens=24, cache=False).rewrite(PROMPTS[0])
     assert len(spy.calls) == 4
 
 
 def test_cache_key_separates_settings(backend):
     spy = CountingBackend(backend)
-    opt = BPOOptimizer(spy, max_new_tokens=24)
+    opt = BPOOptimizer(spy, add_below=None, max_new_tokens=24)
     opt.rewrite(PROMPTS[1])
     opt.with_options(max_new_tokens=12).rewrite(PROMPTS[1])
     opt.rewrite(PROMPTS[1], rounds=2)
@@ -45,8 +45,8 @@ def test_cache_key_separates_settings(backend):
 def test_sqlite_cache_persists_across_optimizers_and_is_private(backend, tmp_path):
     path = tmp_path / "cache" / "bpo.sqlite"
     spy = CountingBackend(backend)
-    first = BPOOptimizer(spy, max_new_tokens=24, cache_path=str(path)).rewrite(PROMPTS[2])
-    second = BPOOptimizer(spy, max_new_tokens=24, cache_path=str(path)).rewrite(PROMPTS[2])
+    first = BPOOptimizer(spy, add_below=None, max_new_tokens=24, cache_path=str(path)).rewrite(PROMPTS[2])
+    second = BPOOptimizer(spy, add_below=None, max_new_tokens=24, cache_path=str(path)).rewrite(PROMPTS[2])
     assert first == second and len(spy.calls) == 1
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
 
@@ -121,7 +121,7 @@ def test_microbatcher_starts_the_next_batch_while_one_runs():
 
 async def test_concurrent_ainvoke_share_one_batch(backend):
     spy = CountingBackend(backend)
-    opt = BPOOptimizer(spy, max_new_tokens=16, micro_batching=True, max_wait_ms=20, cache=False)
+    opt = BPOOptimizer(spy, add_below=None, max_new_tokens=16, micro_batching=True, max_wait_ms=20, cache=False)
     prompts = [f"Describe the number {i}." for i in range(8)]
     results = await asyncio.gather(*[opt.arewrite(p) for p in prompts])
     assert [r.original for r in results] == prompts
@@ -133,7 +133,7 @@ async def test_separate_runnables_over_one_optimizer_share_batches(backend):
     from langchain_bpo import BPORunnable
 
     spy = CountingBackend(backend)
-    opt = BPOOptimizer(spy, max_new_tokens=16, micro_batching=True, max_wait_ms=50, cache=False)
+    opt = BPOOptimizer(spy, add_below=None, max_new_tokens=16, micro_batching=True, max_wait_ms=50, cache=False)
     prompts = [f"Describe the number {i}." for i in range(8)]
     # A web app may build a chain (and a BPORunnable) per request: their calls still coalesce.
     results = await asyncio.gather(*[BPORunnable(optimizer=opt).ainvoke(p) for p in prompts])
@@ -146,7 +146,7 @@ async def test_separate_runnables_over_one_optimizer_share_batches(backend):
 
 def test_threads_coalesce(backend):
     spy = CountingBackend(backend)
-    opt = BPOOptimizer(spy, max_new_tokens=16, micro_batching=True, max_wait_ms=20, cache=False)
+    opt = BPOOptimizer(spy, add_below=None, max_new_tokens=16, micro_batching=True, max_wait_ms=20, cache=False)
     with concurrent.futures.ThreadPoolExecutor(6) as pool:
         out = list(pool.map(opt.optimize, PROMPTS + PROMPTS[:2]))
     assert len(out) == 6 and len(spy.calls) <= 2

@@ -174,6 +174,45 @@ class HFBackend:
             return self._lean_generate(prompts, fmt, settings)
         return run_on_engine(self._generate, prompts, fmt, settings)
 
+    def stop_probability(self, prompts: list[str], fmt: PromptFormat) -> list[float]:
+        """The model's probability of ending at once (its first new token is end-of-text), per prompt.
+
+        Greedy decoding ends whenever end-of-text is the single likeliest first token, even when
+        most of the probability is spread over ways to continue; this lets the optimizer compare
+        "nothing" against "something" instead.
+        """
+        if not prompts:
+            return []
+        return run_on_engine(self._stop_probability, prompts, fmt)
+
+    def _stop_probability(self, prompts: list[str], fmt: PromptFormat) -> list[float]:
+        import torch
+
+        eos = self.tokenizer.eos_token_id
+        with self._lock:
+            encoded = self._encode(prompts, fmt)
+            out: list[float] = []
+            for start in range(0, len(encoded), self.max_batch_size):
+                ids = encoded[start : start + self.max_batch_size]
+                width = max(len(x) for x in ids)
+                input_ids = torch.full((len(ids), width), self._pad_id, dtype=torch.long)
+                attention = torch.zeros((len(ids), width), dtype=torch.long)
+                for row, seq in enumerate(ids):  # left padding: every row's last position is its own
+                    input_ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
+                    attention[row, width - len(seq) :] = 1
+                positions = (attention.cumsum(-1) - 1).clamp(min=0)  # as generate() does for left padding
+                try:
+                    with torch.inference_mode():
+                        logits = self.model(
+                            input_ids=input_ids.to(self.device),
+                            attention_mask=attention.to(self.device),
+                            position_ids=positions.to(self.device),
+                        ).logits[:, -1]
+                except Exception as exc:
+                    raise GenerationError(f"Generation failed: {exc}") from exc
+                out += torch.softmax(logits.float(), dim=-1)[:, eos].tolist()
+        return out
+
     def _encode(self, prompts: list[str], fmt: PromptFormat) -> list[list[int]]:
         try:
             return [fmt.encode(p, self.tokenizer) for p in prompts]
@@ -288,6 +327,7 @@ class HFBackend:
             and not settings.banned_words
             and not settings.stop_at_newline
             and settings.min_new_tokens_extra is None
+            and settings.min_new_tokens is None
             and self.tokenizer.eos_token_id is not None
         )
 
@@ -315,6 +355,8 @@ class HFBackend:
             kwargs["bad_words_ids"] = [
                 self.tokenizer(w, add_special_tokens=False)["input_ids"] for w in settings.banned_words
             ]
+        if settings.min_new_tokens is not None:
+            kwargs["min_new_tokens"] = min(settings.min_new_tokens, settings.max_new_tokens)
         if settings.min_new_tokens_extra is not None:
             # The authors force at least (prompt tokens + 5) new tokens; in a batch use the shortest.
             shortest = min(self.count_tokens(p) for p in raw)

@@ -241,6 +241,9 @@ _CONFLICTS: tuple[tuple[str, re.Pattern[str]], ...] = (
             r"\b(?:no|without|don'?t|do not|never)\s+(?:any\s+)?(?:explanations?|explain|comments?|commentary|notes?|extra text|other text)\b"
             r"|\b(?:only|just)\s+(?:reply|respond|answer|output|return|write|give|print|show|say)\b"
             r"|\b(?:reply|respond|answer|output|return)\s+(?:only|with only|just)\b|\bnothing else\b|\bone[- ]word\b"
+            r"|\b(?:in|under|within|at most|no more than|less than|fewer than|maximum of|max)\s+\d+\s+"
+            r"(?:words?|sentences?|characters?|lines?|paragraphs?)\b|\b\d+\s+(?:words?|characters?) or (?:less|fewer)\b"
+            r"|\bin (?:one|a single) (?:sentence|line|word|paragraph)\b"
             r"|\b(?:terminal|console|shell|interpreter|compiler)\b",
             re.I,
         ),
@@ -275,6 +278,15 @@ _CONFLICTS: tuple[tuple[str, re.Pattern[str]], ...] = (
             r"\b(?:women|men|girls|boys|wives|husbands|blacks|whites|(?:black|white|old|fat|poor) people|asians?|"
             r"latinos?|hispanics?|mexicans?|muslims?|jews?|jewish|christians?|atheists?|gays?|lesbians?|"
             r"transgender|immigrants?|foreigners|liberals|conservatives|republicans|democrats)\b",
+            re.I,
+        ),
+    ),
+    (
+        "the prompt asks for a piece of creative writing",
+        re.compile(
+            r"\b(?:write|compose|draft|create|give me|make|come up with)\b[^.?!\n]{0,60}\b(?:story|stories|scene|"
+            r"message|letter|card|title|headline|essay|joke|tweet|caption|slogan|speech|toast|bio|dialogue|"
+            r"writing prompts?|tagline|greeting|wish(?:es)?)\b",
             re.I,
         ),
     ),
@@ -344,6 +356,20 @@ _EXPLAINS = re.compile(
     r"^(?:briefly\s+)?(?:explain|walk through|describe)\s+(?:the|your|each|how)\s+(?:approach|steps?|process|method|reasoning|changes?|logic|calculation)",
     re.I,
 )
+# "Can you make me a picture?" asks for a deliverable, not an explanation.
+_POLITE_REQUEST = re.compile(
+    r"\b(?:can|could|would|will) you (?:please )?(?:make|write|create|draw|generate|build|compose|design|give)\b", re.I
+)
+# "the limitations of the data": what an addition refers to must be the user's or the answer's.
+_REFERENT = re.compile(r"\b(?:of|about|in|for|behind|on) the (\w+)", re.I)
+_ANSWER_PARTS = frozenset(
+    """answer answers response approach question result results solution method methods process steps step output
+    reasoning calculation code example examples explanation idea ideas point points list options option task""".split()
+)
+# Code in an addition presumes a technical request; a table presumes things to compare or list.
+_CODE_WORDS = re.compile(r"\b(?:code|commented|command|commands|script|snippet)\b", re.I)
+_TABLE = re.compile(r"\btables?\b", re.I)
+_TABULAR = re.compile(r"\b(?:compar\w*|differen\w*|vs\.?|versus|pros|cons|options|tables?|lists?)\b", re.I)
 _QUESTION = re.compile(
     r"\?|^\W*(?:what|how|why|which|who|when|where|explain|describe|tell me|can you explain)\b", re.I | re.M
 )
@@ -389,7 +415,9 @@ def ground_addition(view: str, addition: str) -> str:
         return ""
     kinds = task_kinds(view)
     deliverable = bool(kinds & {"create", "edit", "translate", "summarize"}) and "code" not in kinds
-    explains_fit = not deliverable or bool(_QUESTION.search(_strip_placeholders(view)))
+    plain = _strip_placeholders(view)
+    explains_fit = not deliverable or (bool(_QUESTION.search(plain)) and not _POLITE_REQUEST.search(plain))
+    technical = "code" in kinds or bool({w.lower() for w in words(plain)} & _TECH) or "`" in plain
     excluded = negated_stems(view)
     kept: list[str] = []
     clauses = [c for sentence in re.split(r"(?<=[.!?])\s+", text) for c in _CLAUSE.split(sentence)]
@@ -403,6 +431,11 @@ def ground_addition(view: str, addition: str) -> str:
         if ungrounded_words(view, clause) or (not explains_fit and _EXPLAINS.search(clause)):
             continue
         if not _anchored(view, clause) or excluded & {stem(w) for w in words(clause)}:
+            continue
+        if (_CODE_WORDS.search(clause) and not technical) or (_TABLE.search(clause) and not _TABULAR.search(plain)):
+            continue
+        own = {stem(w) for w in words(view)}
+        if any(m.lower() not in _ANSWER_PARTS and stem(m.lower()) not in own for m in _REFERENT.findall(clause)):
             continue
         if _squash(clause) in {_squash(k) for k in kept}:  # a repeated clause
             continue

@@ -234,3 +234,32 @@ def test_offline_hub_load_fails_at_once_with_what_to_do(monkeypatch, tmp_path):
     lazy = BPOOptimizer.from_pretrained("THUDM/BPO", lazy=True)  # lazy: the first call falls back instead
     res = lazy.rewrite("Explain inflation")
     assert res.fell_back and res.kind is FallbackKind.ERROR and "HF_HUB_OFFLINE" in res.reason
+
+
+class StopScoringBackend(ScriptedBackend):
+    """A scripted model that also says how likely it is to add nothing (like HFBackend)."""
+
+    def __init__(self, respond, stops: dict[str, float]) -> None:
+        super().__init__(respond)
+        self.stops = stops
+        self.settings = []
+
+    def stop_probability(self, prompts, fmt):
+        return [self.stops[p] for p in prompts]
+
+    def generate(self, prompts, fmt, settings):
+        self.settings.append(settings)
+        return super().generate(prompts, fmt, settings)
+
+
+def test_adding_or_not_is_decided_on_the_probability_of_adding_nothing():
+    sure, unsure = "Explain how tides work", "What is contrastive loss"
+    backend = StopScoringBackend(addition("Give a simple example."), {sure: 0.2, unsure: 0.8})
+    results = BPOOptimizer(backend).rewrite_batch([sure, unsure])
+    assert results[0].addition == "Give a simple example." and results[1].kind is FallbackKind.NOTHING_TO_ADD
+    assert backend.calls == [("augment", [sure])]  # no generation for the prompt left alone
+    assert backend.settings[0].min_new_tokens == 1  # the model decided to add: it may not end at once
+    # add_below=None: plain greedy decides, for every prompt
+    plain = StopScoringBackend(addition("Give a simple example."), {sure: 0.2, unsure: 0.8})
+    BPOOptimizer(plain, add_below=None).rewrite_batch([sure, unsure])
+    assert plain.calls == [("augment", [sure, unsure])] and plain.settings[0].min_new_tokens is None
