@@ -55,7 +55,7 @@ def test_bad_options(optimizer):
 
 def test_transform_query_engine_optimizes_once(backend, index):
     spy = CountingBackend(backend)
-    transform = BPOQueryTransform(BPOOptimizer(spy, max_new_tokens=40))
+    transform = BPOQueryTransform(BPOOptimizer(spy, max_new_tokens=40, add_below=None))
     engine = TransformQueryEngine(index.as_query_engine(llm=MockLLM(), similarity_top_k=1), transform)
     nodes = engine.retrieve(QueryBundle(QUESTION))
     assert "exercise" in nodes[0].node.get_content()  # retrieval used the user's words
