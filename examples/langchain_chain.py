@@ -18,9 +18,9 @@ from transformers import pipeline
 from langchain_bpo import BPORunnable
 
 QUESTIONS = sys.argv[1:] or [
-    "how can I create a profile on Facebook?",
+    "Write python code to connect to a FTP server.",
+    "How to deal with the repetition problems in NLP pre-trained models?",
     "Give two good examples of customer service.",
-    "Tell me about the benefits of drinking water",
 ]
 
 
@@ -30,7 +30,10 @@ class ShowRewrite(BaseCallbackHandler):
     def on_custom_event(self, name, data, **kwargs):
         for r in data["results"]:
             print(f"  original : {r['original']}")
-            print(f"  optimized: {r['optimized']}" + (f"   (kept: {r['reason']})" if r["reason"] else ""))
+            if r.get("addition"):  # augment: the prompt goes on verbatim, with this appended
+                print(f"  added    : {r['addition']}")
+            else:
+                print(f"  optimized: {r['optimized']}" + (f"   (kept: {r['reason']})" if r["reason"] else ""))
 
 
 def main() -> None:

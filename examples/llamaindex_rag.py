@@ -25,7 +25,7 @@ DOCUMENTS = [
     "A balanced diet includes vegetables, fruit, whole grains, protein and healthy fats, and limits "
     "added sugar and salt.",
 ]
-QUESTION = " ".join(sys.argv[1:]) or "why exercise"
+QUESTION = " ".join(sys.argv[1:]) or "How does regular exercise help the heart?"
 
 
 def main() -> None:
@@ -47,7 +47,10 @@ def main() -> None:
     response = engine.query(QUESTION)
     result = bpo.result_for(QUESTION)
     print(f"question : {QUESTION}")
-    print(f"optimized: {result.optimized}" + (f"   (kept: {result.reason})" if result.reason else ""))
+    if result.addition:  # augment: the question goes on verbatim, with this appended
+        print(f"added    : {result.addition}")
+    else:
+        print(f"optimized: {result.optimized}" + (f"   (kept: {result.reason})" if result.reason else ""))
     print(f"retrieved: {response.source_nodes[0].node.get_content()[:80]}...")
     print(f"answer   : {str(response).strip()[:400]}")
     print(f"({time.perf_counter() - start:.1f} s)")
