@@ -29,8 +29,8 @@ from bpo_core.policy import Caller, CallPolicy, RateLimiter
 from bpo_core.training import load_pairs
 from tests import pipeline_fakes
 
-DATA = Path(__file__).parent / "data"
-ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).resolve().parents[1] / "data"
+ROOT = Path(__file__).resolve().parents[2]
 INPUTS = [DATA / "examples_ctx.json", DATA / "examples_no_ctx.json", DATA / "hh_harmless_test_40.jsonl.gz"]
 N_INPUT = 2 + 2 + 40
 FAKES = "tests.pipeline_fakes"
