@@ -20,7 +20,7 @@ from bpo_core.formats import PromptFormat, check_style
 from bpo_core.generation import GenerationSettings, settings_for_mode
 from bpo_core.result import FallbackKind, OptimizationResult
 from bpo_core.rewrite.clean import clean_rewrite
-from bpo_core.rewrite.round import run_round
+from bpo_core.rewrite.round import run_round, settle_without_model
 
 if TYPE_CHECKING:
     from bpo_core.batching import MicroBatcher
@@ -348,6 +348,14 @@ class BPOOptimizer:
             return self._timed_out(prompts, [future], exc)
 
     def _run_rounds(self, prompts: list[str], settings: GenerationSettings, n_rounds: int) -> list[OptimizationResult]:
+        # Prompts no model may change are settled first, so a call made only of them never loads one.
+        settled = {
+            i: r for i, p in enumerate(prompts) if (r := settle_without_model(OptimizationResult(p, p), self.config))
+        }
+        if settled:
+            rest = [p for i, p in enumerate(prompts) if i not in settled]
+            done = iter(self._run_rounds(rest, settings, n_rounds) if rest else [])
+            return [settled[i] if i in settled else next(done) for i in range(len(prompts))]
         cache = self.cache
         use_cache = cache is not None and (settings.deterministic or self.config.cache_sampling)
         keys: list[str] = []

@@ -109,8 +109,8 @@ def run_round(
     return results
 
 
-def _prepare(res: OptimizationResult, config: OptimizerConfig) -> Segmentation | OptimizationResult:
-    """The prompt's segmentation, or the settled result of a prompt no model needs to see."""
+def settle_without_model(res: OptimizationResult, config: OptimizerConfig) -> OptimizationResult | None:
+    """The result of a prompt no model may change (blank, or non-English with ``english_only``), else ``None``."""
     current = res.optimized
     if not current.strip():
         return fallback(res, FallbackKind.BLANK, "blank prompt passed through unchanged")
@@ -118,6 +118,15 @@ def _prepare(res: OptimizationResult, config: OptimizerConfig) -> Segmentation |
         return fallback(
             res, FallbackKind.NON_ENGLISH, "non-English prompt passed through unchanged (english_only=True)"
         )
+    return None
+
+
+def _prepare(res: OptimizationResult, config: OptimizerConfig) -> Segmentation | OptimizationResult:
+    """The prompt's segmentation, or the settled result of a prompt no model needs to see."""
+    settled = settle_without_model(res, config)
+    if settled is not None:
+        return settled
+    current = res.optimized
     if not config.protect_context:
         return Segmentation(current, (Span("instruction", 0, len(current)),), 1.0)
     seg = segment(current)

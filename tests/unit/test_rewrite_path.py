@@ -263,3 +263,12 @@ def test_adding_or_not_is_decided_on_the_probability_of_adding_nothing():
     plain = StopScoringBackend(addition("Give a simple example."), {sure: 0.2, unsure: 0.8})
     BPOOptimizer(plain, add_below=None).rewrite_batch([sure, unsure])
     assert plain.calls == [("augment", [sure, unsure])] and plain.settings[0].min_new_tokens is None
+
+
+def test_prompts_no_model_may_change_never_load_one():
+    def load():
+        raise AssertionError("the model was loaded")
+
+    results = BPOOptimizer(load).rewrite_batch(["   ", "Wie spät ist es bei euch in Berlin gerade?"])
+    assert [r.kind for r in results] == [FallbackKind.BLANK, FallbackKind.NON_ENGLISH]
+    assert all(r.optimized == r.original for r in results)
