@@ -402,8 +402,9 @@ _NEGATED = re.compile(
 def negated_stems(view: str) -> set[str]:
     """Stems of what the user excluded ("without creating a table" -> ``table``, ``creat``)."""
     found = set()
-    for m in _NEGATED.finditer(_strip_placeholders(view)):
-        tail = view[m.start() : m.end() + 24]
+    plain = _strip_placeholders(view)
+    for m in _NEGATED.finditer(plain):
+        tail = plain[m.start() : m.end() + 24]
         found |= {stem(w) for w in words(tail)[1:4] if w not in STOPWORDS and len(w) > 2}
     return found
 
@@ -419,6 +420,7 @@ def ground_addition(view: str, addition: str) -> str:
     explains_fit = not deliverable or (bool(_QUESTION.search(plain)) and not _POLITE_REQUEST.search(plain))
     technical = "code" in kinds or bool({w.lower() for w in words(plain)} & _TECH) or "`" in plain
     excluded = negated_stems(view)
+    own = {stem(w) for w in words(view)}
     kept: list[str] = []
     clauses = [c for sentence in re.split(r"(?<=[.!?])\s+", text) for c in _CLAUSE.split(sentence)]
     for clause in clauses:
@@ -434,7 +436,6 @@ def ground_addition(view: str, addition: str) -> str:
             continue
         if (_CODE_WORDS.search(clause) and not technical) or (_TABLE.search(clause) and not _TABULAR.search(plain)):
             continue
-        own = {stem(w) for w in words(view)}
         if any(m.lower() not in _ANSWER_PARTS and stem(m.lower()) not in own for m in _REFERENT.findall(clause)):
             continue
         if _squash(clause) in {_squash(k) for k in kept}:  # a repeated clause
