@@ -193,13 +193,7 @@ class HFBackend:
             encoded = self._encode(prompts, fmt)
             out: list[float] = []
             for start in range(0, len(encoded), self.max_batch_size):
-                ids = encoded[start : start + self.max_batch_size]
-                width = max(len(x) for x in ids)
-                input_ids = torch.full((len(ids), width), self._pad_id, dtype=torch.long)
-                attention = torch.zeros((len(ids), width), dtype=torch.long)
-                for row, seq in enumerate(ids):  # left padding: every row's last position is its own
-                    input_ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
-                    attention[row, width - len(seq) :] = 1
+                input_ids, attention = self._left_padded(encoded[start : start + self.max_batch_size])
                 positions = (attention.cumsum(-1) - 1).clamp(min=0)  # as generate() does for left padding
                 try:
                     with torch.inference_mode():
@@ -212,6 +206,19 @@ class HFBackend:
                     raise GenerationError(f"Generation failed: {exc}") from exc
                 out += torch.softmax(logits.float(), dim=-1)[:, eos].tolist()
         return out
+
+    def _left_padded(self, ids: list[list[int]]) -> tuple[Any, Any]:
+        """(input_ids, attention_mask) with left padding: every row ends at the last column, where
+        its next token is predicted and its generated tokens line up."""
+        import torch
+
+        width = max(len(x) for x in ids)
+        input_ids = torch.full((len(ids), width), self._pad_id, dtype=torch.long)
+        attention = torch.zeros((len(ids), width), dtype=torch.long)
+        for row, seq in enumerate(ids):
+            input_ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
+            attention[row, width - len(seq) :] = 1
+        return input_ids, attention
 
     def _encode(self, prompts: list[str], fmt: PromptFormat) -> list[list[int]]:
         try:
@@ -234,12 +241,8 @@ class HFBackend:
     def _generate_chunk(self, ids: list[list[int]], raw: list[str], settings: GenerationSettings) -> list[str]:
         import torch
 
-        width = max(len(x) for x in ids)
-        input_ids = torch.full((len(ids), width), self._pad_id, dtype=torch.long)
-        attention = torch.zeros((len(ids), width), dtype=torch.long)
-        for row, seq in enumerate(ids):  # left padding: the generated tokens line up at the end
-            input_ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
-            attention[row, width - len(seq) :] = 1
+        input_ids, attention = self._left_padded(ids)
+        width = input_ids.shape[1]
         if self._plain_greedy(settings):
             try:
                 with torch.inference_mode():

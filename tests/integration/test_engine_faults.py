@@ -133,9 +133,8 @@ def test_an_orphaned_request_fails_instead_of_hanging(backend, monkeypatch):
     assert [len(row) for row in engine.generate([seq], max_new_tokens=4)] == [4]
 
 
-def test_a_stuck_engine_times_out_with_the_fallback(backend, monkeypatch):
-    """A decode step that never returns: the caller gets the original prompt after the stall bound."""
-    monkeypatch.setenv("BPO_STALL_TIMEOUT_S", "2")
+def stick_decode_steps(monkeypatch) -> threading.Event:
+    """Make every decode step wait (up to 60 s) until the returned event is set."""
     release = threading.Event()
     forward = LeanLlama.forward
 
@@ -144,6 +143,13 @@ def test_a_stuck_engine_times_out_with_the_fallback(backend, monkeypatch):
         return forward(self, *args, **kwargs)
 
     monkeypatch.setattr(LeanLlama, "forward", stuck)
+    return release
+
+
+def test_a_stuck_engine_times_out_with_the_fallback(backend, monkeypatch):
+    """A decode step that never returns: the caller gets the original prompt after the stall bound."""
+    monkeypatch.setenv("BPO_STALL_TIMEOUT_S", "2")
+    release = stick_decode_steps(monkeypatch)
     optimizer = BPOOptimizer(backend, max_new_tokens=4, add_below=None, cache=False)
     started = time.monotonic()
     try:
@@ -213,14 +219,7 @@ def test_server_request_timeout_answers_504(backend, monkeypatch):
     from bpo_core.server import create_app
     from tests.conftest import live_server
 
-    release = threading.Event()
-    forward = LeanLlama.forward
-
-    def stuck(self, *args, **kwargs):
-        release.wait(60)
-        return forward(self, *args, **kwargs)
-
-    monkeypatch.setattr(LeanLlama, "forward", stuck)
+    release = stick_decode_steps(monkeypatch)
     app = create_app(BPOOptimizer(backend, max_new_tokens=4, add_below=None, cache=False), request_timeout_s=1.0)
     try:
         with live_server(app) as url:
