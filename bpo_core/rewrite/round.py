@@ -241,6 +241,7 @@ def _augment(
         update={"max_new_tokens": min(settings.max_new_tokens, ADDITION_MAX_NEW_TOKENS), "min_new_tokens_extra": None}
     )
     views = list(dict.fromkeys(j.view for j in todo))
+    raw: dict[str, list[str]] = {v: [""] for v in views}  # "" (nothing to add) unless generated below
     fmt = fmt.with_style("augment")
     stop_probability = getattr(backend, "stop_probability", None)
     if config.add_below is not None and not settings.do_sample and callable(stop_probability):
@@ -248,7 +249,6 @@ def _augment(
         stops = dict(zip(views, stop_probability(views, fmt)))
         views = [v for v in views if stops[v] < config.add_below]
         settings = settings.model_copy(update={"min_new_tokens": 1})
-    raw = {v: [""] for v in dict.fromkeys(j.view for j in todo)}
     if views:
         raw.update(zip(views, _candidates(views, backend, fmt, settings, config.n_best)))
     for job in todo:
