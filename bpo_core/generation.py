@@ -34,6 +34,9 @@ class GenerationSettings(BaseModel):
     min_new_tokens_extra: int | None = None
     #: At least this many new tokens (an addition the model chose to make must not end at once).
     min_new_tokens: int | None = None
+    #: Greedy on a backend that scores stopping (``scores_stopping``): return nothing where the
+    #: model's probability of ending at once is at least this, elsewhere at least one token.
+    nothing_above: float | None = Field(default=None, gt=0, le=1)
     cut_prefixes: tuple[str, ...] = ()
     seed: int | None = None
     #: Stop generating after this many seconds (set from the optimizer's timeout_s).

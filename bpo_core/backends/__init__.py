@@ -15,7 +15,9 @@ class Backend(Protocol):
     Optional attributes the optimizer reads when present: ``default_format`` (the
     :class:`~bpo_core.formats.PromptFormat` the model was trained or prompted with) and
     ``default_style`` (``"augment"`` or ``"rewrite"``, what ``style="auto"`` means for this model;
-    ``"rewrite"`` when absent).
+    ``"rewrite"`` when absent); ``scores_stopping`` (``True`` when greedy ``generate`` honours
+    ``settings.nothing_above``: it decides between adding nothing and adding something on the
+    model's probability of ending at once).
     """
 
     #: Identifies the model weights (used in cache keys).

@@ -50,17 +50,20 @@ def continuous_greedy(
     max_batch_size: int = 32,
     pad_id: int = 0,
     max_time: float | None = None,
+    stop_at: float | None = None,
 ) -> list[list[int]]:
     """Greedy continuation of every token sequence; returns the new ids of each (EOS excluded).
 
     The first ``prefix_length`` tokens must be shared by all sequences, and each sequence needs
     at least one token after them. At most ``max_batch_size`` rows decode at once. With
     ``max_time``, rows still unfinished when time runs out keep what they have (possibly nothing).
-    Runs on the calling thread; see :class:`ContinuousEngine` for calls that share steps.
+    With ``stop_at``, a row whose probability of ending at once (EOS first) is at least
+    ``stop_at`` gets nothing, and every other row at least one token (EOS is barred from its
+    first step). Runs on the calling thread; see :class:`ContinuousEngine` for calls that share steps.
     """
     import torch
 
-    request = _Request(sequences, prefix_length, max_new_tokens, max_time)
+    request = _Request(sequences, prefix_length, max_new_tokens, max_time, stop_at)
     if request.finished():
         return request.results
     with torch.inference_mode():
@@ -107,10 +110,16 @@ class ContinuousEngine:
         self.peak_rows = 0
 
     def generate(
-        self, sequences: list[list[int]], *, prefix_length: int = 0, max_new_tokens: int, max_time: float | None = None
+        self,
+        sequences: list[list[int]],
+        *,
+        prefix_length: int = 0,
+        max_new_tokens: int,
+        max_time: float | None = None,
+        stop_at: float | None = None,
     ) -> list[list[int]]:
         """Like :func:`continuous_greedy`, sharing steps with concurrent calls."""
-        request = _Request(sequences, prefix_length, max_new_tokens, max_time)
+        request = _Request(sequences, prefix_length, max_new_tokens, max_time, stop_at)
         if request.finished():
             return request.results
         with self._state:
@@ -196,8 +205,14 @@ class _Request:
     """One call's rows: their results, limits, and a flag its caller waits on."""
 
     def __init__(
-        self, sequences: list[list[int]], prefix_length: int, max_new_tokens: int, max_time: float | None
+        self,
+        sequences: list[list[int]],
+        prefix_length: int,
+        max_new_tokens: int,
+        max_time: float | None,
+        stop_at: float | None = None,
     ) -> None:
+        self.stop_at = stop_at
         self.prefix = tuple(sequences[0][:prefix_length]) if sequences else ()
         if any(tuple(s[:prefix_length]) != self.prefix or len(s) <= prefix_length for s in sequences):
             raise ValueError("prefix_length must cover a prefix shared by every sequence and leave each one a token")
@@ -294,12 +309,15 @@ class _Scheduler:
     def _take(self) -> Any:
         # max().indices is argmax (first maximum on ties) and much faster than argmax in bfloat16.
         tokens = self.logits.max(-1).indices
+        deciding = self._deciding()
+        if deciding:
+            tokens, stopping = self._decide(tokens, deciding)
         now = time.monotonic()
         for j, token in enumerate(tokens.tolist()):
             if not self.running[j]:
                 continue
             request, i = self.rows[j]
-            if token in self.eos or request.expired(now):
+            if token in self.eos or request.expired(now) or (deciding and j in stopping):
                 self._close(j)
                 continue
             out = request.results[i]
@@ -307,6 +325,27 @@ class _Scheduler:
             if len(out) >= request.max_new_tokens:
                 self._close(j)
         return tokens
+
+    def _deciding(self) -> list[int]:
+        """Rows about to take their first token under a ``stop_at`` decision."""
+        return [
+            j
+            for j, (request, i) in enumerate(self.rows)
+            if self.running[j] and request.stop_at is not None and not request.results[i]
+        ]
+
+    def _decide(self, tokens: Any, rows: list[int]) -> tuple[Any, set[int]]:
+        """End ``rows`` whose probability of EOS first reaches their ``stop_at``; bar EOS from the others."""
+        import torch
+
+        index = torch.tensor(rows, device=tokens.device)
+        eos = torch.tensor(sorted(self.eos), device=tokens.device)
+        logits = self.logits[index].float()
+        stop = torch.softmax(logits, dim=-1)[:, eos].sum(-1).tolist()
+        logits[:, eos] = float("-inf")
+        tokens = tokens.clone()
+        tokens[index] = logits.max(-1).indices.to(tokens.dtype)
+        return tokens, {j for j, p in zip(rows, stop) if p >= self.rows[j][0].stop_at}  # type: ignore[operator]
 
     def _close(self, j: int) -> None:
         self.running[j] = False

@@ -72,6 +72,8 @@ class HFBackend:
     default_style = "rewrite"
     #: ``None``: the optimizer picks the format from the checkpoint (see ``formats.format_for``).
     default_format: PromptFormat | None = None
+    #: Greedy ``generate`` honours ``settings.nothing_above`` (see ``GenerationSettings``).
+    scores_stopping = True
 
     def __init__(
         self,
@@ -170,9 +172,21 @@ class HFBackend:
     def generate(self, prompts: list[str], fmt: PromptFormat, settings: GenerationSettings) -> list[str]:
         if not prompts:
             return []
-        if self._plain_greedy(settings) and self.lean_forward:
+        deciding = settings.nothing_above is not None and not settings.do_sample
+        if self.lean_forward and self._plain_greedy(settings.model_copy(update={"nothing_above": None})):
+            # The engine decides add-or-not on the first step's logits, over the shared template KV.
             return self._lean_generate(prompts, fmt, settings)
-        return run_on_engine(self._generate, prompts, fmt, settings)
+        if not deciding:
+            return run_on_engine(self._generate, prompts, fmt, settings)
+        stops = self.stop_probability(prompts, fmt)
+        going = [i for i, p in enumerate(stops) if p < settings.nothing_above]  # type: ignore[operator]
+        texts = [""] * len(prompts)
+        if going:
+            at_least_one = settings.model_copy(update={"nothing_above": None, "min_new_tokens": 1})
+            generated = run_on_engine(self._generate, [prompts[i] for i in going], fmt, at_least_one)
+            for i, text in zip(going, generated):
+                texts[i] = text
+        return texts
 
     def stop_probability(self, prompts: list[str], fmt: PromptFormat) -> list[float]:
         """The model's probability of ending at once (its first new token is end-of-text), per prompt.
@@ -287,6 +301,7 @@ class HFBackend:
                 prefix_length=shared if shared >= MIN_SHARED_PREFIX else 0,
                 max_new_tokens=settings.max_new_tokens,
                 max_time=settings.max_time,
+                stop_at=None if settings.do_sample else settings.nothing_above,
             )
         except BPOError:
             raise
@@ -331,6 +346,7 @@ class HFBackend:
             and not settings.stop_at_newline
             and settings.min_new_tokens_extra is None
             and settings.min_new_tokens is None
+            and settings.nothing_above is None
             and self.tokenizer.eos_token_id is not None
         )
 

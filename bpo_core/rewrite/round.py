@@ -140,12 +140,20 @@ def _prepare(res: OptimizationResult, config: OptimizerConfig) -> Segmentation |
 
 
 def _candidates(
-    views: list[str], backend: Backend, fmt: PromptFormat, settings: GenerationSettings, n_best: int
+    views: list[str],
+    backend: Backend,
+    fmt: PromptFormat,
+    settings: GenerationSettings,
+    n_best: int,
+    *,
+    first: list[str] | None = None,
 ) -> list[list[str]]:
-    """``n_best`` raw generations per view: with greedy settings the greedy one first, then samples."""
+    """``n_best`` raw generations per view: with greedy settings the greedy one first (``first``
+    when already generated), then samples."""
     if n_best == 1:
-        return [[text] for text in backend.generate(views, fmt, settings)]
-    first = backend.generate(views, fmt, settings) if not settings.do_sample else None
+        return [[text] for text in (first if first is not None else backend.generate(views, fmt, settings))]
+    if first is None and not settings.do_sample:
+        first = backend.generate(views, fmt, settings)
     sampled = (
         settings
         if settings.do_sample
@@ -243,13 +251,20 @@ def _augment(
     views = list(dict.fromkeys(j.view for j in todo))
     raw: dict[str, list[str]] = {v: [""] for v in views}  # "" (nothing to add) unless generated below
     fmt = fmt.with_style("augment")
-    stop_probability = getattr(backend, "stop_probability", None)
-    if config.add_below is not None and not settings.do_sample and callable(stop_probability):
-        # Add or not is one decision (compare "nothing" with all ways to continue), then greedy.
-        stops = dict(zip(views, stop_probability(views, fmt)))
-        views = [v for v in views if stops[v] < config.add_below]
-        settings = settings.model_copy(update={"min_new_tokens": 1})
-    if views:
+    if config.add_below is not None and not settings.do_sample and getattr(backend, "scores_stopping", False):
+        # Add or not is one decision (compare "nothing" with all ways to continue), made by the
+        # backend in the same pass as the greedy addition; samples only where it adds.
+        greedy = backend.generate(views, fmt, settings.model_copy(update={"nothing_above": config.add_below}))
+        raw.update((v, [text]) for v, text in zip(views, greedy))
+        adding = [v for v, text in zip(views, greedy) if text]
+        if config.n_best > 1 and adding:
+            raw.update(
+                zip(
+                    adding,
+                    _candidates(adding, backend, fmt, settings, config.n_best, first=[raw[v][0] for v in adding]),
+                )
+            )
+    elif views:
         raw.update(zip(views, _candidates(views, backend, fmt, settings, config.n_best)))
     for job in todo:
         res = results[job.index]

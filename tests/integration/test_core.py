@@ -57,6 +57,27 @@ def test_stop_probability_is_a_probability_and_padding_does_not_change_it(backen
     assert batched == pytest.approx(alone, abs=1e-4)
 
 
+def test_the_engine_decides_adding_in_the_same_pass_as_stop_probability_and_generate_would(backend):
+    from bpo_core.backends.engine_thread import run_on_engine
+    from bpo_core.generation import GenerationSettings
+
+    fmt = backend.default_format.with_style("augment")
+    prompts = [
+        *PROMPTS,
+        "What is contrastive loss?",
+        "Write python code to connect to a FTP server and list the files.",
+    ]
+    stops = backend.stop_probability(prompts, fmt)
+    ordered = sorted(stops)  # a threshold between two prompts' values: some on each side, none on it
+    threshold = (ordered[len(ordered) // 2 - 1] + ordered[len(ordered) // 2]) / 2
+    fused = backend.generate(prompts, fmt, GenerationSettings(max_new_tokens=16, nothing_above=threshold))
+    assert backend.lean_forward  # the one-pass path is what ran
+    two_pass = run_on_engine(backend._generate, prompts, fmt, GenerationSettings(max_new_tokens=16, min_new_tokens=1))
+    for stop, one, two in zip(stops, fused, two_pass):
+        assert one == ("" if stop >= threshold else two), (stop, threshold, one, two)
+    assert any(fused) and not all(fused)
+
+
 def test_optimize_returns_str(optimizer):
     out = optimizer.optimize(PROMPTS[0])
     assert isinstance(out, str) and out.strip()

@@ -237,19 +237,21 @@ def test_offline_hub_load_fails_at_once_with_what_to_do(monkeypatch, tmp_path):
 
 
 class StopScoringBackend(ScriptedBackend):
-    """A scripted model that also says how likely it is to add nothing (like HFBackend)."""
+    """A scripted model that also decides on how likely it is to add nothing (like HFBackend)."""
+
+    scores_stopping = True
 
     def __init__(self, respond, stops: dict[str, float]) -> None:
         super().__init__(respond)
         self.stops = stops
         self.settings = []
 
-    def stop_probability(self, prompts, fmt):
-        return [self.stops[p] for p in prompts]
-
     def generate(self, prompts, fmt, settings):
         self.settings.append(settings)
-        return super().generate(prompts, fmt, settings)
+        texts = super().generate(prompts, fmt, settings)
+        if settings.nothing_above is None:
+            return texts
+        return [t if self.stops[p] < settings.nothing_above else "" for p, t in zip(prompts, texts)]
 
 
 def test_adding_or_not_is_decided_on_the_probability_of_adding_nothing():
@@ -257,12 +259,15 @@ def test_adding_or_not_is_decided_on_the_probability_of_adding_nothing():
     backend = StopScoringBackend(addition("Give a simple example."), {sure: 0.2, unsure: 0.8})
     results = BPOOptimizer(backend).rewrite_batch([sure, unsure])
     assert results[0].addition == "Give a simple example." and results[1].kind is FallbackKind.NOTHING_TO_ADD
-    assert backend.calls == [("augment", [sure])]  # no generation for the prompt left alone
-    assert backend.settings[0].min_new_tokens == 1  # the model decided to add: it may not end at once
+    assert backend.settings[0].nothing_above == 0.5  # the backend decides, in the same pass
     # add_below=None: plain greedy decides, for every prompt
     plain = StopScoringBackend(addition("Give a simple example."), {sure: 0.2, unsure: 0.8})
-    BPOOptimizer(plain, add_below=None).rewrite_batch([sure, unsure])
-    assert plain.calls == [("augment", [sure, unsure])] and plain.settings[0].min_new_tokens is None
+    results = BPOOptimizer(plain, add_below=None).rewrite_batch([sure, unsure])
+    assert plain.settings[0].nothing_above is None and all(r.addition for r in results)
+    # n_best > 1 samples more candidates only where the model decided to add
+    sampled = StopScoringBackend(addition("Give a simple example."), {sure: 0.2, unsure: 0.8})
+    BPOOptimizer(sampled, n_best=3).rewrite_batch([sure, unsure])
+    assert sampled.calls[-1] == ("augment", [sure, sure]) and sampled.settings[-1].do_sample
 
 
 def test_prompts_no_model_may_change_never_load_one():
