@@ -345,7 +345,7 @@ class _Scheduler:
         logits[:, eos] = float("-inf")
         tokens = tokens.clone()
         tokens[index] = logits.max(-1).indices.to(tokens.dtype)
-        return tokens, {j for j, p in zip(rows, stop) if p >= self.rows[j][0].stop_at}  # type: ignore[operator]
+        return tokens, {j for j, p in zip(rows, stop) if p >= self.rows[j][0].stop_at}
 
     def _close(self, j: int) -> None:
         self.running[j] = False
