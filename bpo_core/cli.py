@@ -505,6 +505,43 @@ def _intrinsic(data, model, dtype, style, mode, limit, batch_size, max_new_token
     print(f"quality {scores['optimizer'].line()}")
 
 
+@app.command("export-gguf")
+def export_gguf_command(
+    out: Annotated[Path, typer.Argument(help="The .gguf file to write.")],
+    gguf_type: Annotated[str, typer.Option("--type", help="Q8_0 (about 145 MB), F16 or F32 (exact).")] = "Q8_0",
+    adapter: Annotated[
+        Optional[Path], typer.Option(help="An adapter trained on the embedded base (default: the shipped one).")
+    ] = None,
+) -> None:
+    """Write the embedded optimizer (base model with its adapter merged) as GGUF, for llama.cpp.
+
+    The file keeps SmolLM2's chat template; the optimizer's system prompts are stored under
+    bpo.system_prompt.augment and bpo.system_prompt.rewrite.
+    """
+    from bpo_core.embedded import find_gguf
+    from bpo_core.export import EXPORT_TYPES, export_gguf
+    from bpo_core.formats import AUGMENT_SYSTEM_PROMPT, REWRITE_SYSTEM_PROMPT
+
+    qtype = gguf_type.upper()
+    if qtype not in EXPORT_TYPES:
+        raise typer.BadParameter(f"must be one of {', '.join(EXPORT_TYPES)}, not {gguf_type!r}", param_hint="--type")
+    from bpo_core.errors import ModelLoadError
+
+    with _user_errors(ModelLoadError):
+        if adapter is None:
+            from bpo_core.default_model import shared_default_backend
+
+            backend = shared_default_backend()
+        else:
+            from bpo_core.backends.hf import HFBackend
+
+            backend = HFBackend.from_pretrained(adapter)
+    prompts = {"bpo.system_prompt.augment": AUGMENT_SYSTEM_PROMPT, "bpo.system_prompt.rewrite": REWRITE_SYSTEM_PROMPT}
+    with _user_errors(ValueError, OSError):
+        path = export_gguf(backend.model, out, reference=find_gguf(), qtype=qtype, metadata=prompts)
+    console.print(f"wrote {path} ({path.stat().st_size / 1e6:.0f} MB, {qtype})")
+
+
 @app.command()
 def serve(
     model: ModelOpt = None,

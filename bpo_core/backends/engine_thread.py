@@ -10,6 +10,9 @@ So whichever thread asks (the caller, the micro-batching worker, ``asyncio.to_th
 server's workers), model loading and generation run here, one call at a time, in order. Set
 ``BPO_ENGINE_THREAD=0`` to run them on the calling thread instead.
 
+Work that may wait (packing weight copies) is queued with :func:`when_idle` and runs in short
+steps while no job is waiting.
+
 At interpreter exit the thread is stopped before Python tears down: a daemon thread still inside
 a torch call when that happens takes the whole process down with ``std::terminate``.
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import logging
 import os
 import queue
 import threading
@@ -35,6 +39,10 @@ _jobs: queue.SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple[Any, ...],
 
 
 _stopping = False
+_idle_lock = threading.Lock()
+_idle: list[Callable[[], bool]] = []
+
+logger = logging.getLogger(__name__)
 
 
 def enabled() -> bool:
@@ -103,6 +111,19 @@ def _quiet_progress() -> Iterator[None]:
         hf_logging.enable_progress_bar()
 
 
+def when_idle(step: Callable[[], bool]) -> None:
+    """Call ``step()`` on the engine thread while it has no job, until it returns ``True`` (done).
+
+    Each call should take tens of milliseconds at most: a job that arrives waits for it to end.
+    An error ends the work (logged). With the engine thread off, idle work is not run.
+    """
+    if not enabled():
+        return
+    with _idle_lock:
+        _idle.append(step)
+    submit(lambda: None)  # wake the thread (and start it) so that the work begins
+
+
 def jobs_waiting() -> bool:
     """Whether other work is queued for the engine thread (long jobs use this to take turns)."""
     return not _jobs.empty()
@@ -117,9 +138,29 @@ def _ensure_started() -> None:
             _thread.start()
 
 
+def _next_job() -> tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
+    """The next job; idle work runs, a step at a time, while there is none."""
+    while True:
+        with _idle_lock:
+            step = _idle[0] if _idle and not _stopping else None
+        if step is None:
+            return _jobs.get()
+        with contextlib.suppress(queue.Empty):
+            return _jobs.get_nowait()
+        try:
+            done = step()
+        except Exception:
+            logger.exception("bpo: idle work on the engine thread failed; it is dropped")
+            done = True
+        waits.beat()
+        if done:
+            with _idle_lock:
+                _idle.remove(step)
+
+
 def _serve() -> None:
     while True:
-        future, fn, args, kwargs = _jobs.get()
+        future, fn, args, kwargs = _next_job()
         if not future.set_running_or_notify_cancel():
             continue
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from bpo_core.backends.continuous import ContinuousEngine
 from bpo_core.backends.decode import greedy_decode, supports
-from bpo_core.backends.engine_thread import load_on_engine, run_on_engine
+from bpo_core.backends.engine_thread import load_on_engine, run_on_engine, when_idle
 from bpo_core.backends.lean_llama import LeanLlama, lean_supported
 from bpo_core.errors import BPOError, GenerationError, ModelLoadError
 from bpo_core.formats import PromptFormat
@@ -106,6 +107,8 @@ class HFBackend:
             import torch
 
             torch.set_num_threads(num_threads)
+        if self.lean_forward:
+            self._continuous_engine()  # starts packing its fp16 weight copies while the engine is idle
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -316,8 +319,18 @@ class HFBackend:
             self._engine = ContinuousEngine(
                 lean, eos_ids=[self.tokenizer.eos_token_id], pad_id=self._pad_id, model_lock=self._lock
             )
+            if lean.half_weights:
+                when_idle(functools.partial(self._pack_half_weights, lean))
         self._engine.max_batch_size = self.max_batch_size
         return self._engine
+
+    def _pack_half_weights(self, lean: LeanLlama) -> bool:
+        """One step of packing ``lean``'s fp16 weight copies (engine-thread idle work); done once
+        they are packed or ``lean`` is no longer this backend's."""
+        if self._engine is None or self._engine.lean is not lean:
+            return True
+        with self._lock:
+            return lean.pack_half_weights()
 
     def _template_prefix(self, fmt: PromptFormat) -> list[int]:
         """The tokens every prompt of ``fmt`` starts with (two probe prompts' common prefix)."""

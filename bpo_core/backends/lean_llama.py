@@ -9,7 +9,10 @@ modules per layer. This forward does the same arithmetic in fewer operations:
 - the key/value states of a prompt prefix shared by every row (the optimizer's fixed template)
   are computed once, kept, and copied into each batch instead of recomputed for every prompt;
 - a decode step attends with the query heads grouped onto their key/value head, so no copy
-  of the cache is made for grouped-query attention.
+  of the cache is made for grouped-query attention;
+- on CPUs, the projections can run on half-precision copies of the weights (:class:`HalfWeights`):
+  batch-1 decoding is bound by reading the weights, and fbgemm's fp16-weight GEMM reads half the
+  bytes while it still computes in float32.
 
 It reads the weights of the transformers model in place (no copy), so it follows the model's
 device and dtype. Only plain Llama-style blocks qualify (see :func:`lean_supported`); anything
@@ -18,11 +21,15 @@ else keeps the transformers forward.
 
 from __future__ import annotations
 
+import logging
+import os
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
+
+logger = logging.getLogger(__name__)
 
 #: Architectures whose decoder block is exactly: RMSNorm, q/k/v projections (optional bias),
 #: rotary embedding, attention, o projection, RMSNorm, SiLU-gated MLP.
@@ -153,10 +160,104 @@ class KVBuffers:
             self.storage_values = [widen(v) for v in self.storage_values]
 
 
+class HalfWeights:
+    """Half-precision copies of a model's projections, prepacked for fbgemm's fp16-weight GEMM.
+
+    Arithmetic stays float32 (each weight is widened as it is read), so results differ from the
+    float32 weights' only by rounding the weights to fp16 (10-bit mantissa, unlike bfloat16's 7).
+    q/k/v and gate/up are packed as one matrix each: fewer, larger GEMMs. Costs half the model's
+    float32 size in memory, on top of it.
+
+    Packing is slow (single-threaded, seconds for the whole model), so it is done a matrix at a
+    time (:meth:`pack_some`), in the engine thread's idle time; forwards use the copies once all
+    are packed. Copies are of the weights as they were: changing the weights in place needs a
+    new ``HalfWeights``.
+    """
+
+    #: The output projection is packed in slices of this many rows (one slice is one packing step).
+    HEAD_SLICE_ROWS = 8192
+
+    def __init__(self, model: Any) -> None:
+        n = len(model.model.layers)
+        self.layers: list[list[Any]] = [[None] * 4 for _ in range(n)]
+        self.head: list[Any] = []
+        rows = model.lm_head.weight.shape[0]
+        self._todo = [(i, j) for i in range(n) for j in range(4)]
+        self._todo += [(-1, start) for start in range(0, rows, self.HEAD_SLICE_ROWS)]
+        self._todo.reverse()  # popped from the end: layers first, in order
+        self._model = model
+
+    @property
+    def ready(self) -> bool:
+        return not self._todo
+
+    def pack_some(self, budget_s: float = 0.05) -> bool:
+        """Pack matrices until ``budget_s`` is spent (at least one); returns whether all are packed."""
+        import time
+
+        import torch
+
+        pack = torch.ops.quantized.linear_prepack_fp16
+        started = time.monotonic()
+        with torch.no_grad():
+            while self._todo:
+                i, j = self._todo[-1]
+                if i < 0:
+                    head = self._model.lm_head
+                    bias = getattr(head, "bias", None)
+                    rows = slice(j, j + self.HEAD_SLICE_ROWS)
+                    self.head.append(pack(head.weight[rows].float(), None if bias is None else bias[rows].float()))
+                else:
+                    weight, bias = self._matrix(self._model.model.layers[i], j)
+                    self.layers[i][j] = pack(weight.float(), None if bias is None else bias.float())
+                self._todo.pop()
+                if time.monotonic() - started >= budget_s:
+                    break
+        return self.ready
+
+    @staticmethod
+    def _matrix(layer: Any, j: int) -> tuple[Any, Any]:
+        import torch
+
+        attn, mlp = layer.self_attn, layer.mlp
+        if j == 0:
+            qkv = [attn.q_proj, attn.k_proj, attn.v_proj]
+            bias = torch.cat([p.bias for p in qkv]) if attn.q_proj.bias is not None else None
+            return torch.cat([p.weight for p in qkv]), bias
+        if j == 1:
+            return attn.o_proj.weight, attn.o_proj.bias
+        if j == 2:
+            return torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]), None
+        return mlp.down_proj.weight, None
+
+    @staticmethod
+    def linear(x: torch.Tensor, packed: Any) -> torch.Tensor:
+        import torch
+
+        out = torch.ops.quantized.linear_dynamic_fp16(x.reshape(-1, x.shape[-1]), packed)
+        return out.reshape(*x.shape[:-1], out.shape[-1])
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        return torch.cat([self.linear(x, part) for part in self.head], dim=-1)
+
+
+#: Forwards over at most this many token rows (batch x new tokens) use :class:`HalfWeights`:
+#: there reading the weights dominates. Larger ones are bound by arithmetic, where float32 GEMMs
+#: are faster.
+HALF_WEIGHTS_MAX_ROWS = 96
+
+
+def half_weights_default() -> bool:
+    """``BPO_HALF_WEIGHTS=0`` keeps the float32 weights for every forward."""
+    return os.environ.get("BPO_HALF_WEIGHTS", "1").strip().lower() not in ("0", "off", "false", "no")
+
+
 class LeanLlama:
     """The decode-time forward of a transformers Llama-family causal LM (inference only)."""
 
-    def __init__(self, model: Any, *, prefix_cache_size: int = 8) -> None:
+    def __init__(self, model: Any, *, prefix_cache_size: int = 8, half_weights: bool | None = None) -> None:
         if not lean_supported(model):
             raise ValueError(f"LeanLlama does not support model type {getattr(model.config, 'model_type', None)!r}")
         config = model.config
@@ -170,6 +271,17 @@ class LeanLlama:
         self._prefixes: OrderedDict[tuple[int, ...], tuple[list[Any], list[Any]]] = OrderedDict()
         self._prefix_cache_size = prefix_cache_size
         self._weights_id = self._weights_signature()
+        import torch
+
+        # Only where the weights are float32 on a CPU: elsewhere they are read fast enough, or
+        # already half precision. Whether this torch build has the kernel is found out on the
+        # first forward, on the thread that runs the model (see engine_thread.py for why no
+        # other thread may run torch's parallel kernels: a probe here, on the caller's thread,
+        # made every later decode step about 1.8x slower).
+        wanted = half_weights_default() if half_weights is None else half_weights
+        #: Small forwards read fp16 copies of the weights (see :class:`HalfWeights`).
+        self.half_weights = wanted and self.device.type == "cpu" and self.dtype == torch.float32
+        self._half: HalfWeights | None = None
 
     def _weights_signature(self) -> tuple[Any, ...]:
         w = self.model.lm_head.weight
@@ -196,9 +308,36 @@ class LeanLlama:
         return KVBuffers([zeros() for _ in range(n)], [zeros() for _ in range(n)])
 
     def _check_weights(self) -> None:
+        import torch
+
         if self._weights_signature() != self._weights_id:  # the model moved or changed dtype
             self._prefixes.clear()
+            self._half = None
             self._weights_id = self._weights_signature()
+            if self.device.type != "cpu" or self.dtype != torch.float32:
+                self.half_weights = False
+
+    def pack_half_weights(self, budget_s: float = 0.05) -> bool:
+        """Pack some of the fp16 weight copies (see :class:`HalfWeights`); returns whether none are left.
+
+        Call it on the thread that runs the model, when it has nothing else to do.
+        """
+        if not self.half_weights:
+            return True
+        self._check_weights()
+        try:
+            if self._half is None:
+                self._half = HalfWeights(self.model)
+            return self._half.pack_some(budget_s)
+        except Exception as exc:  # no fbgemm (ARM, macOS builds) or an op that moved
+            logger.info("bpo: float32 weights kept (no fp16-weight GEMM in this torch build: %s)", exc)
+            self.half_weights, self._half = False, None
+            return True
+
+    def _half_weights(self, rows: int) -> HalfWeights | None:
+        if not self.half_weights or rows > HALF_WEIGHTS_MAX_ROWS or self._half is None or not self._half.ready:
+            return None
+        return self._half
 
     def prefix_state(self, prefix: list[int]) -> tuple[list[Any], list[Any]]:
         """Key/value states of ``prefix`` alone (cached: the template prefix repeats every call)."""
@@ -225,8 +364,10 @@ class LeanLlama:
 
         ``mask`` is boolean, ``[B, 1, T, kv.length + T]`` (True: may attend).
         """
+        import torch
         import torch.nn.functional as F
 
+        self._check_weights()
         core = self.model.model
         x = core.embed_tokens(ids)
         cos, sin = core.rotary_emb(x, positions)
@@ -235,14 +376,25 @@ class LeanLlama:
         start, end = kv.length, kv.length + steps
         cache_keys, cache_values = kv.keys, kv.values
         single = steps == 1 and self.group > 1
+        half = self._half_weights(batch * steps)
+        # The additive form SDPA would derive from the boolean mask in every layer, made once.
+        mask = torch.zeros(mask.shape, dtype=x.dtype, device=x.device).masked_fill_(~mask, float("-inf"))
+        heads, kv_heads = self.n_heads, self.n_kv
         for i, layer in enumerate(core.layers):
             attn, mlp = layer.self_attn, layer.mlp
             h = self._norm(x, layer.input_layernorm)
-            q = attn.q_proj(h).view(batch, steps, self.n_heads, self.head_dim).transpose(1, 2)
-            k = attn.k_proj(h).view(batch, steps, self.n_kv, self.head_dim).transpose(1, 2)
-            v = attn.v_proj(h).view(batch, steps, self.n_kv, self.head_dim).transpose(1, 2)
-            q = q * cos + _rotate_half(q) * sin
-            k = k * cos + _rotate_half(k) * sin
+            if half is not None:  # q, k and v from one GEMM; q and k rotated together
+                qkv = half.linear(h, half.layers[i][0]).view(batch, steps, heads + 2 * kv_heads, self.head_dim)
+                qk = qkv[:, :, : heads + kv_heads].transpose(1, 2)
+                qk = qk * cos + _rotate_half(qk) * sin
+                q, k = qk[:, :heads], qk[:, heads:]
+                v = qkv[:, :, heads + kv_heads :].transpose(1, 2)
+            else:
+                q = attn.q_proj(h).view(batch, steps, heads, self.head_dim).transpose(1, 2)
+                k = attn.k_proj(h).view(batch, steps, kv_heads, self.head_dim).transpose(1, 2)
+                v = attn.v_proj(h).view(batch, steps, kv_heads, self.head_dim).transpose(1, 2)
+                q = q * cos + _rotate_half(q) * sin
+                k = k * cos + _rotate_half(k) * sin
             cache_keys[i][:, :, start:end] = k
             cache_values[i][:, :, start:end] = v
             keys, values = cache_keys[i][:, :, :end], cache_values[i][:, :, :end]
@@ -259,11 +411,19 @@ class LeanLlama:
                     keys = keys.repeat_interleave(self.group, dim=1)
                     values = values.repeat_interleave(self.group, dim=1)
                 out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=self.scale)
-            x = x + attn.o_proj(out.transpose(1, 2).reshape(batch, steps, -1))
-            h = self._norm(x, layer.post_attention_layernorm)
-            x = x + mlp.down_proj(F.silu(mlp.gate_proj(h)) * mlp.up_proj(h))
+            out = out.transpose(1, 2).reshape(batch, steps, -1)
+            if half is not None:
+                x = x + half.linear(out, half.layers[i][1])
+                h = self._norm(x, layer.post_attention_layernorm)
+                gate, up = half.linear(h, half.layers[i][2]).chunk(2, dim=-1)
+                x = x + half.linear(F.silu(gate) * up, half.layers[i][3])
+            else:
+                x = x + attn.o_proj(out)
+                h = self._norm(x, layer.post_attention_layernorm)
+                x = x + mlp.down_proj(F.silu(mlp.gate_proj(h)) * mlp.up_proj(h))
         kv.length = end
-        return self.model.lm_head(self._norm(x[:, -1], core.norm))
+        last = self._norm(x[:, -1], core.norm)
+        return half.logits(last) if half is not None else self.model.lm_head(last)
 
     def _norm(self, x: torch.Tensor, norm: Any) -> torch.Tensor:
         # Same arithmetic as transformers' LlamaRMSNorm (variance in float32), so results match.
