@@ -31,8 +31,9 @@ def copy_bandwidth_gbs(mb: int = 512, repeats: int = 5) -> float:
     return 2 * src.numel() * 4 / best / 1e9  # read + write
 
 
-def decode_tokens_per_s(backend, n_tokens: int = 64, engine: bool = True) -> float:
-    """Batch-1 decode speed of our engine (the lean forward's greedy loop), or of ``model.generate``."""
+def decode_tokens_per_s(backend, n_tokens: int = 64, engine: bool = True, half: bool = False) -> float:
+    """Batch-1 decode speed of our engine (the lean forward's greedy loop; ``half``: on its fp16
+    weight copies), or of ``model.generate``."""
     import torch
 
     from bpo_core.backends.continuous import continuous_greedy
@@ -42,7 +43,9 @@ def decode_tokens_per_s(backend, n_tokens: int = 64, engine: bool = True) -> flo
     ids = tok("Write a short story about a lighthouse keeper.", return_tensors="pt")
     with torch.inference_mode():
         if engine:
-            lean, seq = LeanLlama(model), ids["input_ids"][0].tolist()
+            lean, seq = LeanLlama(model, half_weights=half), ids["input_ids"][0].tolist()
+            while not lean.pack_half_weights(budget_s=1.0):
+                pass
             continuous_greedy(lean, [seq], max_new_tokens=4, eos_ids=[])  # warm-up
             start = time.perf_counter()
             rows = continuous_greedy(lean, [seq], max_new_tokens=n_tokens, eos_ids=[])
@@ -65,19 +68,23 @@ def main() -> None:
     bandwidth = run_on_engine(copy_bandwidth_gbs)
     # On the engine thread, where the optimizer's own work runs (see engine_thread.py). This
     # shared 2-core machine is noisy: median of --repeats runs, alternating the two loops.
-    ours, theirs = [], []
+    ours, halves, theirs = [], [], []
     for _ in range(args.repeats):
         ours.append(run_on_engine(decode_tokens_per_s, backend))
+        halves.append(run_on_engine(decode_tokens_per_s, backend, half=True))
         theirs.append(run_on_engine(decode_tokens_per_s, backend, engine=False))
-    tps, tps_generate = statistics.median(ours), statistics.median(theirs)
+    tps, tps_half, tps_generate = statistics.median(ours), statistics.median(halves), statistics.median(theirs)
     roofline = bandwidth * 1e9 / params
     print(machine_line())
     print(f"model_bytes={params / 1e6:.0f}MB copy_bandwidth={bandwidth:.1f}GB/s roofline_tokens_s={roofline:.1f}")
     print(
-        f"decode_tokens_s_batch1={tps:.1f} (median of {args.repeats}: {', '.join(f'{x:.1f}' for x in ours)}; "
+        f"decode_tokens_s_batch1={tps:.1f} (float32 weights, median of {args.repeats}: {', '.join(f'{x:.1f}' for x in ours)}; "
         f"transformers generate: {tps_generate:.1f})"
     )
-    print(f"roofline_fraction={tps / roofline:.2f}")
+    print(
+        f"decode_tokens_s_batch1_fp16_copies={tps_half:.1f} (half the weight bytes; float32 roofline x2 = {2 * roofline:.1f})"
+    )
+    print(f"roofline_fraction={tps / roofline:.2f} fp16_copies_vs_float32={tps_half / tps:.2f}")
 
 
 if __name__ == "__main__":

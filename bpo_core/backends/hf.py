@@ -53,9 +53,28 @@ def resolve_dtype(dtype: Any, device: str) -> torch.dtype:
             return torch.float16
         return torch.float32
     try:
-        return getattr(torch, str(dtype))
+        chosen = getattr(torch, str(dtype))
     except AttributeError:
         raise ValueError(f"Unknown dtype {dtype!r}; use e.g. 'float32', 'bfloat16', 'float16' or 'auto'") from None
+    if device == "cpu" and chosen in (torch.bfloat16, torch.float16) and cpu_has_amx() is False:
+        logger.warning(
+            "bpo: %s on a CPU without AMX runs many times slower than float32 (the default); use float32 here",
+            str(chosen).removeprefix("torch."),
+        )
+    return chosen
+
+
+def cpu_has_amx() -> bool | None:
+    """Whether the CPU has AMX (Intel Sapphire Rapids and later), where bfloat16 matrix products pay;
+    ``None`` where this cannot be read (not Linux)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("flags"):
+                    return "amx_bf16" in line.split()
+    except OSError:
+        return None
+    return None
 
 
 class HFBackend:
