@@ -554,12 +554,17 @@ def serve(
         Optional[float], typer.Option(help="Seconds after which a request answers 504 (default: only stalls).")
     ] = None,
     dtype: DtypeOpt = None,
+    target: Annotated[
+        Optional[str],
+        typer.Option("--target", help=f"An LLM whose answers to both prompts the playground shows. {ChatSpecHelp}"),
+    ] = None,
 ) -> None:
-    """Serve the optimizer over an OpenAI-compatible API (/v1/completions, /v1/optimize)."""
+    """Serve the optimizer over an OpenAI-compatible API (/v1/completions, /v1/optimize) and a playground at /."""
     import uvicorn
 
     from bpo_core.server import create_app
 
+    target_chat = _chat_model(target) if target else None  # a bad spec is a usage error, before loading
     opt = _optimizer(model, dtype)
     app_ = create_app(
         opt,
@@ -567,6 +572,7 @@ def serve(
         max_wait_ms=max_wait_ms,
         max_batch_size=max_batch_size,
         request_timeout_s=request_timeout,
+        target=target_chat,
     )
     uvicorn.run(app_, host=host, port=port, log_level="info")
 

@@ -7,9 +7,13 @@ Endpoints:
 * ``POST /v1/optimize`` — the whole BPO pipeline server-side (segmentation, template, guard,
   cache): ``{"prompts": [...], "style": "augment", "mode": "greedy", "rounds": 1}`` ->
   ``{"results": [...]}`` (each with ``optimized``, ``style``, ``addition``, ``reason``).
-* ``GET /``: the playground, a page to try the optimizer (word diff, style, reason, time); no
-  build step, no CDN: one HTML file shipped with the package.
-* ``GET /v1/models``, ``GET /health``.
+* ``POST /v1/answers`` (when started with a target chat model): the target answers the original
+  and the optimized prompt side by side, ``{"original": ..., "optimized": ...}`` ->
+  ``{"original": {"answer" | "error", "seconds"}, "optimized": {...}}``.
+* ``GET /``: the playground, a page to try the optimizer (word diff, style, reason, time, and the
+  target's two answers when there is a target); no build step, no CDN: one HTML file shipped
+  with the package.
+* ``GET /v1/models``, ``GET /health`` (names the model and the target).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from pydantic import BaseModel, Field
 
 from bpo_core import waits
 from bpo_core.backends.hf import HFBackend
+from bpo_core.chat import ChatModel
 from bpo_core.errors import BPOError, InvalidPromptError, OptimizerTimeoutError
 from bpo_core.generation import GenerationSettings
 from bpo_core.optimizer import BPOOptimizer
@@ -63,6 +68,11 @@ class CompletionRequest(BaseModel):
     seed: int | None = None
 
 
+class AnswersRequest(BaseModel):
+    original: str
+    optimized: str
+
+
 class OptimizeRequest(BaseModel):
     prompts: list[str]
     mode: str | None = None
@@ -77,8 +87,14 @@ def create_app(
     max_wait_ms: float = 5.0,
     max_batch_size: int = 16,
     request_timeout_s: float | None = None,
+    target: ChatModel | None = None,
+    target_timeout_s: float = 120.0,
 ):
     """Build the FastAPI app serving ``optimizer`` (its backend must be local).
+
+    ``target``: a chat model (see :func:`bpo_core.chat.as_chat_model`) that answers prompts for
+    ``/v1/answers`` and the playground's side-by-side view; each answer waits at most
+    ``target_timeout_s``.
 
     Every request gets a response: a completion that fails answers 503, one that passes
     ``request_timeout_s`` (or stalls, see ``bpo_core.waits``) answers 504, both with an
@@ -110,8 +126,31 @@ def create_app(
         return PLAYGROUND.read_text(encoding="utf-8")
 
     @app.get("/health")
-    def health() -> dict[str, str]:
-        return {"status": "ok", "model": backend.name}
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "model": backend.name, "target": target.name if target is not None else None}
+
+    @app.post("/v1/answers")
+    async def answers(req: AnswersRequest) -> Any:
+        """The target's answers to the original and the optimized prompt, asked at the same time."""
+        if target is None:
+            return error(404, "no_target", "this server has no target model: start it with bpo serve --target SPEC")
+
+        async def answer(prompt: str) -> dict[str, Any]:
+            started = time.perf_counter()
+            try:  # each side fails on its own: the other answer is still worth showing
+                text = await asyncio.wait_for(target.acomplete([("user", prompt)]), target_timeout_s)
+                out: dict[str, Any] = {"answer": text}
+            except asyncio.TimeoutError:
+                out = {"error": f"the target did not answer within {target_timeout_s:g} s"}
+            except Exception as exc:
+                out = {"error": f"{type(exc).__name__}: {exc}"}
+            return {**out, "seconds": round(time.perf_counter() - started, 3)}
+
+        if req.optimized == req.original:  # nothing to compare: one answer serves both sides
+            one = await answer(req.original)
+            return {"original": one, "optimized": one, "target": target.name}
+        first, second = await asyncio.gather(answer(req.original), answer(req.optimized))
+        return {"original": first, "optimized": second, "target": target.name}
 
     @app.get("/v1/models")
     def models() -> dict[str, Any]:

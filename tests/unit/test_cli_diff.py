@@ -23,3 +23,16 @@ def test_unchanged_prompt_says_why():
         "hola", "hola", True, "non-English prompt passed through unchanged", kind=FallbackKind.NON_ENGLISH
     )
     assert "[unchanged: non-English prompt passed through unchanged]" in render_diff(res).plain
+
+
+def test_serve_with_a_bad_target_spec_is_a_usage_error_before_any_model_loads(monkeypatch):
+    from typer.testing import CliRunner
+
+    from bpo_core import cli
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the optimizer model was loaded")
+
+    monkeypatch.setattr(cli, "_optimizer", no_model)
+    result = CliRunner().invoke(cli.app, ["serve", "--target", "not-a-spec"])
+    assert result.exit_code == 2 and "chat model spec" in result.output
