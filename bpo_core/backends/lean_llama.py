@@ -165,8 +165,9 @@ class HalfWeights:
 
     Arithmetic stays float32 (each weight is widened as it is read), so results differ from the
     float32 weights' only by rounding the weights to fp16 (10-bit mantissa, unlike bfloat16's 7).
-    q/k/v and gate/up are packed as one matrix each: fewer, larger GEMMs. Costs half the model's
-    float32 size in memory, on top of it.
+    q/k/v and gate/up are packed as one matrix each: fewer, larger GEMMs. The copies come on top
+    of the float32 weights (still used by large forwards and by sampling), and fbgemm's packed
+    layout takes more than the fp16 bytes alone.
 
     Packing is slow (single-threaded, seconds for the whole model), so it is done a matrix at a
     time (:meth:`pack_some`), in the engine thread's idle time; forwards use the copies once all
