@@ -43,7 +43,7 @@ def _load(*, device: str | None, num_threads: int | None, adapter: bool, dtype: 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from bpo_core.backends.hf import resolve_device, resolve_dtype
+    from bpo_core.backends.loading import resolve_device, resolve_dtype
 
     base = converted_base_dir()
     name = EMBEDDED_BASE_ID
@@ -88,7 +88,7 @@ def _merged_dir(base: Path, lora: Path) -> Path:
     from transformers import AutoModelForCausalLM
 
     from bpo_core.atomic import atomic_dir
-    from bpo_core.backends.hf import merge_adapter
+    from bpo_core.backends.loading import merge_adapter
     from bpo_core.embedded import cache_root
 
     digest = hashlib.sha256()

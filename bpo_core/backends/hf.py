@@ -1,4 +1,9 @@
-"""Local Hugging Face transformers backend: batched, left-padded generation."""
+"""Local Hugging Face transformers backend: generation on a loaded causal LM.
+
+Greedy decoding of Llama-family models runs on the lean forward with continuous batching
+(``lean_llama.py``, ``continuous.py``); the rest goes to transformers ``generate``. Loading
+(devices, dtypes, adapters, hub checks) is in ``loading.py``.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +11,14 @@ import functools
 import logging
 import os
 import threading
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bpo_core.backends.continuous import ContinuousEngine
 from bpo_core.backends.decode import greedy_decode, supports
 from bpo_core.backends.engine_thread import load_on_engine, run_on_engine, when_idle
 from bpo_core.backends.lean_llama import LeanLlama, lean_supported
-from bpo_core.errors import BPOError, GenerationError, ModelLoadError
+from bpo_core.backends.loading import load_causal_lm
+from bpo_core.errors import BPOError, GenerationError
 from bpo_core.formats import PromptFormat
 from bpo_core.generation import GenerationSettings
 
@@ -25,56 +30,6 @@ logger = logging.getLogger(__name__)
 
 #: Shorter shared prefixes are recomputed with each batch rather than copied from the cache.
 MIN_SHARED_PREFIX = 4
-
-
-def resolve_device(device: str | None) -> str:
-    """``None``/``"auto"`` picks CUDA, then Apple MPS, then CPU."""
-    import torch
-
-    if device not in (None, "auto"):
-        return device
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-def resolve_dtype(dtype: Any, device: str) -> torch.dtype:
-    """``None``/``"auto"``: bfloat16 (or float16) on accelerators, float32 on CPU."""
-    import torch
-
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype in (None, "auto"):
-        if device.startswith("cuda"):
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        if device.startswith("mps"):
-            return torch.float16
-        return torch.float32
-    try:
-        chosen = getattr(torch, str(dtype))
-    except AttributeError:
-        raise ValueError(f"Unknown dtype {dtype!r}; use e.g. 'float32', 'bfloat16', 'float16' or 'auto'") from None
-    if device == "cpu" and chosen in (torch.bfloat16, torch.float16) and cpu_has_amx() is False:
-        logger.warning(
-            "bpo: %s on a CPU without AMX runs many times slower than float32 (the default); use float32 here",
-            str(chosen).removeprefix("torch."),
-        )
-    return chosen
-
-
-def cpu_has_amx() -> bool | None:
-    """Whether the CPU has AMX (Intel Sapphire Rapids and later), where bfloat16 matrix products pay;
-    ``None`` where this cannot be read (not Linux)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            for line in info:
-                if line.startswith("flags"):
-                    return "amx_bf16" in line.split()
-    except OSError:
-        return None
-    return None
 
 
 class HFBackend:
@@ -152,36 +107,19 @@ class HFBackend:
         unless ``allow_pickle=True``. Loading runs on the engine thread (see engine_thread.py).
         """
         path = str(name_or_path)
-        if adapter is None and (Path(path) / "adapter_config.json").is_file():
-            adapter, path = path, _adapter_base(path)
-        ensure_reachable(path, revision)
 
         def load() -> HFBackend:
-            from transformers import AutoModelForCausalLM, AutoTokenizer
-
-            target = resolve_device(device)
-            torch_dtype = resolve_dtype(dtype, target)
-            common: dict[str, Any] = {"trust_remote_code": trust_remote_code, "revision": revision}
-            try:
-                tokenizer_source = str(adapter) if adapter and _has_tokenizer(adapter) else path
-                tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, **common)
-                model: Any = AutoModelForCausalLM.from_pretrained(
-                    path, dtype=torch_dtype, use_safetensors=None if allow_pickle else True, **common
-                )
-            except Exception as exc:
-                hint = ""
-                if not allow_pickle and "safetensors" in str(exc).lower():
-                    hint = " (only safetensors weights are loaded by default; pass allow_pickle=True if you trust pickle files)"
-                raise ModelLoadError(f"Could not load optimizer model {path!r}: {exc}{hint}") from exc
-            if adapter is not None:
-                model = merge_adapter(model, adapter)
-            model.to(target)
+            model, tokenizer, loaded_name = load_causal_lm(
+                path,
+                device=device,
+                dtype=dtype,
+                trust_remote_code=trust_remote_code,
+                allow_pickle=allow_pickle,
+                revision=revision,
+                adapter=adapter,
+            )
             return cls(
-                model,
-                tokenizer,
-                name=name or (f"{path}+{Path(adapter).name}" if adapter else path),
-                max_batch_size=max_batch_size,
-                num_threads=num_threads,
+                model, tokenizer, name=name or loaded_name, max_batch_size=max_batch_size, num_threads=num_threads
             )
 
         return load_on_engine(load, repr(path))
@@ -440,64 +378,3 @@ def _progress_criteria() -> Any:
             return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
     return StoppingCriteriaList([_Progress()])
-
-
-def ensure_reachable(name_or_path: str, revision: str | None = None, timeout_s: float = 3.0) -> None:
-    """Fail at once, saying what to do, when a hub model is neither cached nor downloadable.
-
-    Without this, an offline machine spends most of a minute in the hub client's retries.
-    """
-    if Path(name_or_path).exists():
-        return
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        if isinstance(try_to_load_from_cache(name_or_path, "config.json", revision=revision), str):
-            return  # cached: loads offline
-    except Exception:  # an id the hub client rejects: let the loader say why
-        return
-    hint = "download it once on a machine with internet (it is then cached), or pass a local folder"
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
-        raise ModelLoadError(
-            f"{name_or_path!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set: {hint}"
-        )
-    import socket
-    from urllib.parse import urlparse
-
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
-    try:
-        socket.create_connection((host, 443), timeout=timeout_s).close()
-    except OSError as exc:
-        raise ModelLoadError(f"{name_or_path!r} is not cached and {host} cannot be reached ({exc}): {hint}") from None
-
-
-def _has_tokenizer(folder: str | os.PathLike[str]) -> bool:
-    return any((Path(folder) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json"))
-
-
-def _adapter_base(adapter: str) -> str:
-    import json
-
-    config = json.loads((Path(adapter) / "adapter_config.json").read_text(encoding="utf-8"))
-    base = config.get("base_model_name_or_path")
-    if not base:
-        raise ModelLoadError(f"{adapter}/adapter_config.json names no base_model_name_or_path")
-    from bpo_core.embedded import EMBEDDED_BASE_ID
-
-    if base == EMBEDDED_BASE_ID:  # adapters trained on the embedded model name it, not a path
-        from bpo_core.embedded import converted_base_dir
-
-        return str(converted_base_dir())
-    return str(base)
-
-
-def merge_adapter(model: PreTrainedModel, adapter: str | os.PathLike[str]) -> PreTrainedModel:
-    try:
-        from peft import PeftModel
-    except ImportError as exc:  # pragma: no cover - peft is a core dependency
-        raise ModelLoadError("Loading a LoRA adapter needs 'peft': pip install peft") from exc
-    try:
-        # Merging removes the LoRA indirection: inference runs at the base model's speed.
-        return PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
-    except Exception as exc:
-        raise ModelLoadError(f"Could not apply adapter {str(adapter)!r}: {exc}") from exc

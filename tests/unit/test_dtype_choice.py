@@ -6,7 +6,7 @@ import logging
 
 import torch
 
-from bpo_core.backends import hf
+from bpo_core.backends import loading as hf
 
 
 def test_auto_is_float32_on_cpu():
