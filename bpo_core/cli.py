@@ -25,6 +25,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console(stderr=True)
+# Boolean flags pass metavar="": typer 0.29 would print "<bool>" after each of them in --help.
 
 ModeOpt = Annotated[str, typer.Option("--mode", help="greedy | stable | aggressive")]
 StyleOpt = Annotated[
@@ -151,11 +152,11 @@ def optimize(
     mode: ModeOpt = "greedy",
     rounds: Annotated[int, typer.Option(min=1, help="Rounds of iterative optimization.")] = 1,
     max_new_tokens: Annotated[int, typer.Option(min=1)] = 128,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON result per prompt.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON result per prompt.", metavar="")] = False,
     diff: Annotated[
-        bool, typer.Option("--diff", help="Show a coloured word diff of each prompt and its rewrite.")
+        bool, typer.Option("--diff", help="Show a coloured word diff of each prompt and its rewrite.", metavar="")
     ] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", metavar="")] = False,
     input_file: Annotated[Optional[Path], typer.Option("--input", help="JSONL dataset to rewrite (resumable).")] = None,
     field: Annotated[str, typer.Option(help="With --input: the field to rewrite.")] = "instruction",
     output_file: Annotated[Optional[Path], typer.Option("--output", help="With --input: JSONL output.")] = None,
@@ -213,13 +214,13 @@ def train(
     batch_size: int = 8,
     grad_accum: int = 1,
     max_length: int = 384,
-    full: Annotated[bool, typer.Option("--full", help="Full fine-tuning instead of LoRA.")] = False,
+    full: Annotated[bool, typer.Option("--full", help="Full fine-tuning instead of LoRA.", metavar="")] = False,
     lora_r: int = 16,
     lora_alpha: int = 32,
-    merge: Annotated[bool, typer.Option(help="Save a merged model instead of a LoRA adapter.")] = False,
+    merge: Annotated[bool, typer.Option(help="Save a merged model instead of a LoRA adapter.", metavar="")] = False,
     eval_fraction: float = 0.1,
     seed: int = 0,
-    resume: Annotated[bool, typer.Option(help="Resume from the last checkpoint of this output.")] = False,
+    resume: Annotated[bool, typer.Option(help="Resume from the last checkpoint of this output.", metavar="")] = False,
     max_steps: int = -1,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch.")] = None,
 ) -> None:
@@ -279,7 +280,7 @@ def construct(
     ] = None,
     max_shrink: Annotated[float, typer.Option(help="Drop rewrites with under 1/N of the instruction's words.")] = 2.0,
     max_growth: Annotated[float, typer.Option(help="Drop rewrites with over N times the instruction's words.")] = 6.0,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.", metavar="")] = True,
 ) -> None:
     """Build (prompt -> optimized prompt) training pairs from preference feedback with a teacher chat model.
 
@@ -324,11 +325,14 @@ def construct(
 @app.command("eval")
 def evaluate(
     intrinsic: Annotated[
-        bool, typer.Option("--intrinsic", help="Reference-based figures against teacher rewrites (no judge).")
+        bool,
+        typer.Option("--intrinsic", help="Reference-based figures against teacher rewrites (no judge).", metavar=""),
     ] = False,
     faithfulness: Annotated[
         bool,
-        typer.Option("--faithfulness", help="Judge-free faithfulness figures on labelled real prompts (no judge)."),
+        typer.Option(
+            "--faithfulness", help="Judge-free faithfulness figures on labelled real prompts (no judge).", metavar=""
+        ),
     ] = False,
     target: Annotated[
         Optional[str], typer.Option("--target", help=f"LLM that answers the prompts. {ChatSpecHelp}")
@@ -367,7 +371,7 @@ def evaluate(
     timeout: Annotated[
         Optional[float], typer.Option(help="Seconds before one call is abandoned (and retried).")
     ] = None,
-    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.", metavar="")] = True,
     output: Annotated[Optional[Path], typer.Option(help="--intrinsic: write rewrites and scores as JSON here.")] = None,
     dtype: DtypeOpt = None,
 ) -> None:
