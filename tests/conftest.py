@@ -9,7 +9,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 
@@ -18,7 +17,6 @@ from bpo_core.default_model import shared_default_backend
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 # Real prompts from the BPO test split's style; short so tests generate little.
 PROMPTS = [
@@ -39,13 +37,6 @@ def backend():
 def optimizer(backend) -> BPOOptimizer:
     """A greedy optimizer on the embedded model with a short generation budget."""
     return BPOOptimizer(backend, max_new_tokens=48)
-
-
-@pytest.fixture(scope="session")
-def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared data not found at {SHARED_DATA}")
-    return SHARED_DATA
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -12,19 +13,22 @@ from bpo_core.cli import app
 from bpo_core.training import load_pairs, pairs_from_records
 from bpo_core.training.sft import TrainConfig, train
 
+DATA = Path(__file__).resolve().parents[1] / "data"
+BPO_TEST = Path(__file__).resolve().parents[2] / "bpo_core" / "data" / "bpo_test.json"
 
-def test_reads_rich_bpo_records(shared_data):
-    pairs = load_pairs(shared_data / "bpo" / "train_val300.json")
-    assert 250 < len(pairs) <= 300
+
+def test_reads_rich_bpo_records():
+    pairs = load_pairs(DATA / "bpo_train_val_40.json")
+    assert 25 < len(pairs) <= 40
     assert all(p.prompt and p.optimized for p in pairs)
     # context records train on the instruction alone (context is protected at inference)
-    raw = json.loads((shared_data / "bpo" / "train_val300.json").read_text())
+    raw = json.loads((DATA / "bpo_train_val_40.json").read_text())
     ctx = next(r for r in raw if r.get("context", "").strip() and r["instruction"] in {p.prompt for p in pairs})
     assert ctx["context"] not in next(p.prompt for p in pairs if p.prompt == ctx["instruction"])
 
 
-def test_reads_thudm_fields_and_authors_training_format(tmp_path, shared_data):
-    test = json.loads((shared_data / "bpo" / "bpo_test.json").read_text())[:3]
+def test_reads_thudm_fields_and_authors_training_format(tmp_path):
+    test = json.loads(BPO_TEST.read_text())[:3]
     jsonl = tmp_path / "thudm.jsonl"
     jsonl.write_text("\n".join(json.dumps(r) for r in test) + "\n")
     assert [p.prompt for p in load_pairs(jsonl)] == [r["prompt"].strip() for r in test]
