@@ -116,7 +116,7 @@ def summary(name: str, per_prompt: list[float], outputs: list[str], prompts: lis
 
 def wait_for_half_weights(backend: Any, timeout_s: float = 120.0) -> str:
     """Let the engine finish packing its fp16 weight copies (idle work) before timing."""
-    lean = backend._continuous_engine().lean
+    lean = backend._continuous_decoder().lean
     if not lean.half_weights:
         return "off"
     start = time.monotonic()

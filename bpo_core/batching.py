@@ -4,7 +4,7 @@ Callers on many threads or coroutines each submit one prompt; a worker thread wa
 ``max_wait_ms`` after the first request (or until ``max_batch_size`` requests) and runs them
 as one batch, grouped by compatible settings. Each caller gets its own result (or exception).
 Batches run on a few threads, so the next batch is formed and started while one is still
-generating: on the local engine it joins the running batch (``ContinuousEngine``); remote
+generating: on the local engine it joins the running batch (``ContinuousDecoder``); remote
 backends get concurrent requests.
 """
 

@@ -3,7 +3,7 @@
 Rewrites vary in length (most BPO rewrites end after 10-30 tokens, a few run to the limit). With
 fixed batches, a batch runs as long as its longest row, and the last steps carry one or two rows
 while the weights are still read in full. Here rows leave the batch when they finish and waiting
-prompts join it, so the batch stays full while there is work. :class:`ContinuousEngine` does
+prompts join it, so the batch stays full while there is work. :class:`ContinuousDecoder` does
 this across calls too: a call made while another is generating joins the running batch at the
 next step instead of waiting for it to end (concurrent LangChain/LlamaIndex calls, micro-batches,
 ``bpo serve`` requests).
@@ -59,7 +59,7 @@ def continuous_greedy(
     ``max_time``, rows still unfinished when time runs out keep what they have (possibly nothing).
     With ``stop_at``, a row whose probability of ending at once (EOS first) is at least
     ``stop_at`` gets nothing, and every other row at least one token (EOS is barred from its
-    first step). Runs on the calling thread; see :class:`ContinuousEngine` for calls that share steps.
+    first step). Runs on the calling thread; see :class:`ContinuousDecoder` for calls that share steps.
     """
     import torch
 
@@ -74,7 +74,7 @@ def continuous_greedy(
     return request.results
 
 
-class ContinuousEngine:
+class ContinuousDecoder:
     """Greedy generation whose concurrent calls share decode steps.
 
     ``generate`` may be called from any number of threads. The decoding loop runs on the engine

@@ -13,7 +13,7 @@ import os
 import threading
 from typing import TYPE_CHECKING, Any
 
-from bpo_core.backends.continuous import ContinuousEngine
+from bpo_core.backends.continuous import ContinuousDecoder
 from bpo_core.backends.decode import greedy_decode, supports
 from bpo_core.backends.engine_thread import load_on_engine, run_on_engine, when_idle
 from bpo_core.backends.lean_llama import LeanLlama, lean_supported
@@ -75,14 +75,14 @@ class HFBackend:
         self.fast_greedy = supports(model)
         #: ...and run it on the lean Llama forward, sharing the template prefix's KV (lean_llama.py).
         self.lean_forward = lean_supported(model)
-        self._engine: ContinuousEngine | None = None
+        self._decoder: ContinuousDecoder | None = None
         self._template_prefixes: dict[Any, list[int]] = {}
         if num_threads is not None:
             import torch
 
             torch.set_num_threads(num_threads)
         if self.lean_forward:
-            self._continuous_engine()  # starts packing its fp16 weight copies while the engine is idle
+            self._continuous_decoder()  # starts packing its fp16 weight copies while the engine thread is idle
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -134,7 +134,7 @@ class HFBackend:
             return []
         deciding = settings.nothing_above is not None and not settings.do_sample
         if self.lean_forward and self._plain_greedy(settings.model_copy(update={"nothing_above": None})):
-            # The engine decides add-or-not on the first step's logits, over the shared template KV.
+            # The decoder decides add-or-not on the first step's logits, over the shared template KV.
             return self._lean_generate(prompts, fmt, settings)
         if not deciding:
             return run_on_engine(self._generate, prompts, fmt, settings)
@@ -250,13 +250,13 @@ class HFBackend:
         with self._lock:
             ids = self._encode(prompts, fmt)
             template = self._template_prefix(fmt)
-            engine = self._continuous_engine()
+            decoder = self._continuous_decoder()
         # The template's leading tokens are the same for every prompt: share their KV. Each row
         # keeps at least one token of its own so its first logits come from its own prompt.
         shared = len(os.path.commonprefix([template, *ids])) if template else 0
         shared = min(shared, min(len(x) for x in ids) - 1)
         try:
-            rows = engine.generate(
+            rows = decoder.generate(
                 ids,
                 prefix_length=shared if shared >= MIN_SHARED_PREFIX else 0,
                 max_new_tokens=settings.max_new_tokens,
@@ -270,21 +270,21 @@ class HFBackend:
         with self._lock:
             return self.tokenizer.batch_decode(rows, skip_special_tokens=True)
 
-    def _continuous_engine(self) -> ContinuousEngine:
-        if self._engine is None or self._engine.lean.model is not self.model:
+    def _continuous_decoder(self) -> ContinuousDecoder:
+        if self._decoder is None or self._decoder.lean.model is not self.model:
             lean = LeanLlama(self.model)
-            self._engine = ContinuousEngine(
+            self._decoder = ContinuousDecoder(
                 lean, eos_ids=[self.tokenizer.eos_token_id], pad_id=self._pad_id, model_lock=self._lock
             )
             if lean.half_weights:
                 when_idle(functools.partial(self._pack_half_weights, lean))
-        self._engine.max_batch_size = self.max_batch_size
-        return self._engine
+        self._decoder.max_batch_size = self.max_batch_size
+        return self._decoder
 
     def _pack_half_weights(self, lean: LeanLlama) -> bool:
         """One step of packing ``lean``'s fp16 weight copies (engine-thread idle work); done once
         they are packed or ``lean`` is no longer this backend's."""
-        if self._engine is None or self._engine.lean is not lean:
+        if self._decoder is None or self._decoder.lean is not lean:
             return True
         with self._lock:
             return lean.pack_half_weights()

@@ -136,9 +136,9 @@ def test_bfloat16_embedded_model_loads_and_rewrites():
 
 
 def _fresh_engine(backend, **kwargs):
-    from bpo_core.backends.continuous import ContinuousEngine
+    from bpo_core.backends.continuous import ContinuousDecoder
 
-    return ContinuousEngine(LeanLlama(backend.model), eos_ids=[backend.tokenizer.eos_token_id], **kwargs)
+    return ContinuousDecoder(LeanLlama(backend.model), eos_ids=[backend.tokenizer.eos_token_id], **kwargs)
 
 
 def _wait_for(predicate, timeout=60.0):

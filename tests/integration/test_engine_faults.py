@@ -112,25 +112,25 @@ def test_faults_at_random_steps_never_leave_a_caller_waiting(backend, monkeypatc
 
 def test_an_orphaned_request_fails_instead_of_hanging(backend, monkeypatch):
     """Even if a bug lost a request (here: dropped from the engine's books), its caller gets an error."""
-    from bpo_core.backends.continuous import ContinuousEngine
+    from bpo_core.backends.continuous import ContinuousDecoder
     from bpo_core.errors import GenerationError
 
-    engine = ContinuousEngine(LeanLlama(backend.model), eos_ids=[backend.tokenizer.eos_token_id])
+    decoder = ContinuousDecoder(LeanLlama(backend.model), eos_ids=[backend.tokenizer.eos_token_id])
     seq = backend.tokenizer(PROMPTS[0])["input_ids"]
-    add = engine._drain_loop
+    add = decoder._drain_loop
 
     def losing_drain():
-        with engine._state:  # the bug: the request vanishes and the loop ends as if all were done
-            engine._pending, engine._running = [], False
+        with decoder._state:  # the bug: the request vanishes and the loop ends as if all were done
+            decoder._pending, decoder._running = [], False
 
-    monkeypatch.setattr(engine, "_drain_loop", losing_drain)
+    monkeypatch.setattr(decoder, "_drain_loop", losing_drain)
     started = time.monotonic()
     with pytest.raises(GenerationError, match="left without a decoding loop"):
-        engine.generate([seq], max_new_tokens=4)
+        decoder.generate([seq], max_new_tokens=4)
     assert time.monotonic() - started < 10
-    monkeypatch.setattr(engine, "_drain_loop", add)
-    engine.eos = set()
-    assert [len(row) for row in engine.generate([seq], max_new_tokens=4)] == [4]
+    monkeypatch.setattr(decoder, "_drain_loop", add)
+    decoder.eos = set()
+    assert [len(row) for row in decoder.generate([seq], max_new_tokens=4)] == [4]
 
 
 def stick_decode_steps(monkeypatch) -> threading.Event:

@@ -65,7 +65,7 @@ def test_forwards_use_float32_weights_until_every_copy_is_packed(backend):
 
 
 def test_the_backend_packs_its_copies_while_idle_and_the_switch_turns_them_off(backend, monkeypatch):
-    lean = backend._continuous_engine().lean
+    lean = backend._continuous_decoder().lean
     if lean.half_weights:
         deadline = time.monotonic() + 120
         while not (lean._half is not None and lean._half.ready) and time.monotonic() < deadline:
