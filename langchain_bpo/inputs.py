@@ -15,9 +15,9 @@ from langchain_core.messages import BaseMessage
 from langchain_core.prompt_values import ChatPromptValue, StringPromptValue
 
 from bpo_core import InvalidPromptError, OptimizationResult
+from bpo_core.faces import ORIGINAL_KEY
 
 #: Key under a rewritten message's ``additional_kwargs`` holding the user's original content.
-ORIGINAL_KEY = "bpo_original_content"
 
 
 @dataclass

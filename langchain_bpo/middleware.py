@@ -15,7 +15,8 @@ from langchain.agents.middleware import AgentMiddleware, AgentState
 from langchain_core.messages import BaseMessage
 
 from bpo_core import BPOOptimizer, OptimizationResult
-from langchain_bpo.inputs import ORIGINAL_KEY, Plan, plan
+from bpo_core.faces import ORIGINAL_KEY, resolve_optimizer
+from langchain_bpo.inputs import Plan, plan
 
 
 class BPOMiddleware(AgentMiddleware):
@@ -39,9 +40,7 @@ class BPOMiddleware(AgentMiddleware):
         ``style``: ``"augment"`` or ``"rewrite"`` (``None``: the optimizer's own setting)."""
         super().__init__()
         self.history_turns = history_turns
-        if optimizer is not None and not isinstance(optimizer, BPOOptimizer):
-            raise TypeError(f"optimizer must be a bpo_core.BPOOptimizer, got {type(optimizer).__name__}")
-        self.optimizer = optimizer if optimizer is not None else BPOOptimizer.default()
+        self.optimizer = resolve_optimizer(optimizer)
         if style is not None:
             self.optimizer = self.optimizer.with_options(style=style)
         self.mode = mode

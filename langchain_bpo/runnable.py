@@ -19,6 +19,7 @@ from langchain_core.runnables.config import ensure_config
 from pydantic import ConfigDict, Field, PrivateAttr
 
 from bpo_core import BPOOptimizer, OptimizationResult
+from bpo_core.faces import resolve_optimizer
 from bpo_core.generation import Mode
 from langchain_bpo.inputs import Plan, plan
 
@@ -64,9 +65,7 @@ class BPORunnable(RunnableSerializable[Any, Any]):
     @property
     def _optimizer(self) -> BPOOptimizer:
         if self._resolved is None:
-            base = self.optimizer if self.optimizer is not None else BPOOptimizer.default()
-            if not isinstance(base, BPOOptimizer):
-                raise TypeError(f"optimizer must be a bpo_core.BPOOptimizer, got {type(base).__name__}")
+            base = resolve_optimizer(self.optimizer)
             options: dict[str, Any] = {"on_error": self.on_error}
             if self.style is not None:
                 options["style"] = self.style

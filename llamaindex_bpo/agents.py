@@ -16,16 +16,7 @@ from llama_index.core.base.llms.types import ChatMessage, TextBlock
 from llama_index.core.chat_engine import CondensePlusContextChatEngine
 
 from bpo_core import BPOOptimizer, OptimizationResult
-
-ORIGINAL_KEY = "bpo_original_content"
-
-
-def _check(optimizer: Any) -> BPOOptimizer:
-    if optimizer is None:
-        return BPOOptimizer.default()
-    if not isinstance(optimizer, BPOOptimizer):
-        raise TypeError(f"optimizer must be a bpo_core.BPOOptimizer, got {type(optimizer).__name__}")
-    return optimizer
+from bpo_core.faces import ORIGINAL_KEY, PerCall, resolve_optimizer
 
 
 def _text(msg: str | ChatMessage) -> str:
@@ -72,24 +63,29 @@ class BPOAgent:
         if not hasattr(agent, "run"):
             raise TypeError(f"agent must have a run() method, got {type(agent).__name__}")
         self.agent = agent
-        self.optimizer = _check(optimizer)
+        self.optimizer = resolve_optimizer(optimizer)
         if style is not None:
             self.optimizer = self.optimizer.with_options(style=style)
         self.mode = mode
-        self.last_result: OptimizationResult | None = None
+        self._last: PerCall[OptimizationResult] = PerCall("bpo-agent-last-result")
+
+    @property
+    def last_result(self) -> OptimizationResult | None:
+        """The rewrite made by this caller's latest ``run``/``arun`` (overlapping calls each see their own)."""
+        return self._last.get()
 
     def _rewrite(self, user_msg: str | ChatMessage | None) -> str | ChatMessage | None:
         if user_msg is None:
             return None
         result = self.optimizer.rewrite(_text(user_msg), mode=self.mode)
-        self.last_result = result
+        self._last.set(result)
         return _rebuild(user_msg, result)
 
     async def _arewrite(self, user_msg: str | ChatMessage | None) -> str | ChatMessage | None:
         if user_msg is None:
             return None
         result = await self.optimizer.arewrite(_text(user_msg), mode=self.mode)
-        self.last_result = result
+        self._last.set(result)
         return _rebuild(user_msg, result)
 
     def run(self, user_msg: str | ChatMessage | None = None, **kwargs: Any) -> Any:
@@ -112,12 +108,17 @@ class BPOCondensePlusContextChatEngine(CondensePlusContextChatEngine):
     def __init__(self, *args: Any, optimizer: BPOOptimizer | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._bpo = optimizer
-        self.last_result: OptimizationResult | None = None
+        self._last: PerCall[OptimizationResult] = PerCall("bpo-chat-engine-last-result")
+
+    @property
+    def last_result(self) -> OptimizationResult | None:
+        """The rewrite of this caller's latest condensed question (overlapping chats each see their own)."""
+        return self._last.get()
 
     @classmethod
     def from_defaults(cls, retriever: Any, *args: Any, optimizer: BPOOptimizer | None = None, **kwargs: Any):
         engine = super().from_defaults(retriever, *args, **kwargs)
-        engine._bpo = _check(optimizer)
+        engine._bpo = resolve_optimizer(optimizer)
         return engine
 
     @property
@@ -128,13 +129,15 @@ class BPOCondensePlusContextChatEngine(CondensePlusContextChatEngine):
 
     def _condense_question(self, chat_history: list[ChatMessage], latest_message: str) -> str:
         question = super()._condense_question(chat_history, latest_message)
-        self.last_result = self.bpo_optimizer.rewrite(question)
-        return self.last_result.optimized
+        result = self.bpo_optimizer.rewrite(question)
+        self._last.set(result)
+        return result.optimized
 
     async def _acondense_question(self, chat_history: list[ChatMessage], latest_message: str) -> str:
         question = await super()._acondense_question(chat_history, latest_message)
-        self.last_result = await self.bpo_optimizer.arewrite(question)
-        return self.last_result.optimized
+        result = await self.bpo_optimizer.arewrite(question)
+        self._last.set(result)
+        return result.optimized
 
 
 __all__ = ["BPOAgent", "BPOCondensePlusContextChatEngine", "ORIGINAL_KEY"]

@@ -14,6 +14,7 @@ from llama_index.core.schema import QueryBundle
 
 from bpo_core import BPOOptimizer, OptimizationResult
 from bpo_core.cache import LRUCache
+from bpo_core.faces import resolve_optimizer
 
 EmbedWith = Literal["original", "optimized", "both"]
 PROMPT_KEY = "bpo_prompt"
@@ -49,9 +50,7 @@ class BPOQueryTransform(BaseQueryTransform):
         super().__init__()
         if embed_with not in ("original", "optimized", "both"):
             raise ValueError(f"embed_with must be 'original', 'optimized' or 'both', got {embed_with!r}")
-        if optimizer is not None and not isinstance(optimizer, BPOOptimizer):
-            raise TypeError(f"optimizer must be a bpo_core.BPOOptimizer, got {type(optimizer).__name__}")
-        self._optimizer = optimizer if optimizer is not None else BPOOptimizer.default()
+        self._optimizer = resolve_optimizer(optimizer)
         if style is not None:
             self._optimizer = self._optimizer.with_options(style=style)
         self._embed_with: EmbedWith = embed_with
