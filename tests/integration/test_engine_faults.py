@@ -65,6 +65,7 @@ def test_faults_at_random_steps_never_leave_a_caller_waiting(backend, monkeypatc
     monkeypatch.setattr(LeanLlama, "forward", faulty)
     optimizer = BPOOptimizer(backend, max_new_tokens=12, add_below=None, cache=False, on_error="raise")
     fmt, settings = optimizer.fmt, settings_for_mode("greedy", max_new_tokens=12)
+    deciding = settings.model_copy(update={"nothing_above": 0.5})
     outcomes: list[str] = []
 
     def call(kind: str, prompts: list[str], delay: float) -> None:
@@ -72,6 +73,9 @@ def test_faults_at_random_steps_never_leave_a_caller_waiting(backend, monkeypatc
         try:
             if kind == "backend":
                 texts = backend.generate(prompts, fmt, settings)
+                assert len(texts) == len(prompts)
+            elif kind == "decide":  # the add-or-nothing decision made on the first step
+                texts = backend.generate(prompts, fmt.with_style("augment"), deciding)
                 assert len(texts) == len(prompts)
             else:
                 results = optimizer.rewrite_batch(prompts)
@@ -88,7 +92,7 @@ def test_faults_at_random_steps_never_leave_a_caller_waiting(backend, monkeypatc
             threading.Thread(
                 target=call,
                 args=(
-                    rng.choice(["backend", "optimizer"]),
+                    rng.choice(["backend", "optimizer", "decide"]),
                     rng.sample(PROMPTS, rng.randint(1, 4)),
                     rng.uniform(0, 0.3),
                 ),
