@@ -59,11 +59,11 @@ def _load(*, device: str | None, num_threads: int | None, adapter: bool, dtype: 
     model.to(device)
     if torch_dtype != torch.float32:
         name += f"[{str(torch_dtype).removeprefix('torch.')}]"  # rewrites differ by dtype: keep caches apart
-    backend = HFBackend(model, tokenizer, name=name, num_threads=num_threads)
-    backend.default_format = ChatFormat()
     # The shipped adapter says which styles it was trained on; additions are the embedded default.
-    backend.default_style = "augment" if lora is not None and "augment" in adapter_styles(lora) else "rewrite"
-    return backend
+    style = "augment" if lora is not None and "augment" in adapter_styles(lora) else "rewrite"
+    return HFBackend(
+        model, tokenizer, name=name, num_threads=num_threads, default_format=ChatFormat(), default_style=style
+    )
 
 
 def adapter_styles(adapter: Path) -> list[str]:

@@ -19,7 +19,7 @@ from bpo_core.backends.engine_thread import load_on_engine, run_on_engine, when_
 from bpo_core.backends.lean_llama import LeanLlama, lean_supported
 from bpo_core.backends.loading import load_causal_lm
 from bpo_core.errors import BPOError, GenerationError
-from bpo_core.formats import PromptFormat
+from bpo_core.formats import PromptFormat, check_style
 from bpo_core.generation import GenerationSettings
 
 if TYPE_CHECKING:
@@ -58,9 +58,17 @@ class HFBackend:
         name: str | None = None,
         max_batch_size: int = 32,
         num_threads: int | None = None,
+        default_format: PromptFormat | None = None,
+        default_style: str | None = None,
     ) -> None:
+        """``default_format``/``default_style``: what the optimizer uses for this model unless told
+        otherwise (``None``: the format is picked from the checkpoint, the style is ``rewrite``)."""
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1")
+        if default_format is not None:
+            self.default_format = default_format
+        if default_style is not None:
+            self.default_style = check_style(default_style)
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.name = name or str(getattr(model.config, "_name_or_path", type(model).__name__))
