@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -118,6 +119,8 @@ def ensure_reachable(name_or_path: str, revision: str | None = None, timeout_s: 
     """
     if Path(name_or_path).exists():
         return
+    if name_or_path.startswith(("/", "./", "../", "~", "\\")) or (os.sep != "/" and os.sep in name_or_path):
+        raise ModelLoadError(f"{name_or_path!r}: no such folder (hub ids look like 'namespace/name')")
     try:
         from huggingface_hub import try_to_load_from_cache
 
@@ -167,6 +170,8 @@ def merge_adapter(model: PreTrainedModel, adapter: str | os.PathLike[str]) -> Pr
         raise ModelLoadError("Loading a LoRA adapter needs 'peft': pip install peft") from exc
     try:
         # Merging removes the LoRA indirection: inference runs at the base model's speed.
-        return PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+        with warnings.catch_warnings():  # peft calls transformers APIs that warn of their own deprecation
+            warnings.simplefilter("ignore", FutureWarning)
+            return PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
     except Exception as exc:
         raise ModelLoadError(f"Could not apply adapter {str(adapter)!r}: {exc}") from exc
