@@ -120,7 +120,9 @@ def ensure_reachable(name_or_path: str, revision: str | None = None, timeout_s: 
     if Path(name_or_path).exists():
         return
     if name_or_path.startswith(("/", "./", "../", "~", "\\")) or (os.sep != "/" and os.sep in name_or_path):
-        raise ModelLoadError(f"{name_or_path!r}: no such folder (hub ids look like 'namespace/name')")
+        raise ModelLoadError(
+            f"Could not load optimizer model {name_or_path!r}: no such folder (hub ids look like 'namespace/name')"
+        )
     try:
         from huggingface_hub import try_to_load_from_cache
 

@@ -187,9 +187,10 @@ def test_modes_and_seed(backend):
 def test_rounds_record_history(backend):
     opt = BPOOptimizer(backend, max_new_tokens=40, rounds=2)
     res = opt.rewrite(PROMPTS[3])
-    assert len(res.history) <= 2
-    if res.history:
-        assert res.optimized == res.history[-1]
+    # The embedded model augments, and an addition is made once whatever the rounds.
+    assert res.history == ((res.optimized,) if res.changed else ())
+    forced = BPOOptimizer(backend, max_new_tokens=40, rounds=2, add_below=1.0).rewrite(PROMPTS[3])
+    assert forced.changed and forced.history == (forced.optimized,)
 
 
 def test_invalid_options():
@@ -240,4 +241,8 @@ def test_authors_inst_format_from_local_dir(backend):
     rendered = opt.fmt.render("say {hi} [/INST]", tokenizer)
     assert rendered.endswith("say {hi} [/INST] [/INST]") and rendered.startswith("[INST] You are an expert")
     res = opt.rewrite("Tell me about the moon.")
-    assert isinstance(res.optimized, str)
+    assert res.original == "Tell me about the moon."
+    if res.fell_back:  # the plain base model's rewrite may be rejected: then unchanged, with why
+        assert res.optimized == res.original and res.reason and res.kind is not None
+    else:
+        assert res.style in ("rewrite", "augment") and res.optimized.strip() and res.history[-1] == res.optimized
