@@ -90,17 +90,25 @@ def browser():
     driver.quit()
 
 
+def _optimize_in_page(browser, root: str, prompt: str, style: str) -> None:
+    """Open the playground, type ``prompt``, pick ``style`` and press Optimize."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    browser.get(f"{root}/")
+    browser.find_element(By.ID, "prompt").send_keys(prompt)
+    Select(browser.find_element(By.ID, "style")).select_by_value(style)
+    browser.find_element(By.ID, "go").click()
+
+
 def test_a_prompt_typed_in_the_browser_shows_its_rewrite_as_a_diff(root, browser):
     from PIL import Image
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions
-    from selenium.webdriver.support.ui import Select, WebDriverWait
+    from selenium.webdriver.support.ui import WebDriverWait
 
     prompt = "how can I create a profile on Facebook?"
-    browser.get(f"{root}/")
-    browser.find_element(By.ID, "prompt").send_keys(prompt)
-    Select(browser.find_element(By.ID, "style")).select_by_value("rewrite")
-    browser.find_element(By.ID, "go").click()
+    _optimize_in_page(browser, root, prompt, "rewrite")
     WebDriverWait(browser, 120).until(expected_conditions.presence_of_element_located((By.ID, "applied")))
 
     expected = httpx.post(f"{root}/v1/optimize", json={"prompts": [prompt], "style": "rewrite"}, timeout=120)
@@ -129,13 +137,10 @@ def test_a_prompt_typed_in_the_browser_shows_its_rewrite_as_a_diff(root, browser
 def test_with_a_target_the_page_shows_both_answers_side_by_side(root_with_target, browser):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions
-    from selenium.webdriver.support.ui import Select, WebDriverWait
+    from selenium.webdriver.support.ui import WebDriverWait
 
     prompt = "how can I create a profile on Facebook?"
-    browser.get(f"{root_with_target}/")
-    browser.find_element(By.ID, "prompt").send_keys(prompt)
-    Select(browser.find_element(By.ID, "style")).select_by_value("augment")
-    browser.find_element(By.ID, "go").click()
+    _optimize_in_page(browser, root_with_target, prompt, "augment")
     WebDriverWait(browser, 120).until(
         expected_conditions.text_to_be_present_in_element((By.ID, "answer-optimized"), "answer to:")
     )
