@@ -523,14 +523,13 @@ def export_gguf_command(
     bpo.system_prompt.augment and bpo.system_prompt.rewrite.
     """
     from bpo_core.embedded import find_gguf
+    from bpo_core.errors import ModelLoadError
     from bpo_core.export import EXPORT_TYPES, export_gguf
     from bpo_core.formats import AUGMENT_SYSTEM_PROMPT, REWRITE_SYSTEM_PROMPT
 
     qtype = gguf_type.upper()
     if qtype not in EXPORT_TYPES:
         raise typer.BadParameter(f"must be one of {', '.join(EXPORT_TYPES)}, not {gguf_type!r}", param_hint="--type")
-    from bpo_core.errors import ModelLoadError
-
     with _user_errors(ModelLoadError):
         if adapter is None:
             from bpo_core.default_model import shared_default_backend

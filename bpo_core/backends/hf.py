@@ -110,9 +110,8 @@ class HFBackend:
     ) -> HFBackend:
         """Load a causal LM checkpoint (a hub id or a local folder), optionally with a LoRA adapter.
 
-        A folder holding a PEFT adapter (``adapter_config.json``) is accepted as ``name_or_path``:
-        its base model is loaded and the adapter merged in. Only safetensors weights are read
-        unless ``allow_pickle=True``. Loading runs on the engine thread (see engine_thread.py).
+        What is accepted and read: :func:`~bpo_core.backends.loading.load_causal_lm`. Loading
+        runs on the engine thread (see engine_thread.py).
         """
         path = str(name_or_path)
 
