@@ -214,14 +214,19 @@ def test_queued_engine_work_is_not_starved_by_a_stream_of_greedy_calls(backend):
     engine = _fresh_engine(backend)
     engine.eos = set()
     seq = backend.tokenizer(MORE[0])["input_ids"]
-    order = []
-    first = threading.Thread(target=lambda: (engine.generate([seq], max_new_tokens=40), order.append("first")))
+    order, firsts = [], []
+    first = threading.Thread(target=lambda: firsts.extend(engine.generate([seq], max_new_tokens=40)))
     first.start()
     _wait_for(lambda: engine.steps >= 1)
-    other = submit(lambda: order.append("other work"))
+    # Recorded on the engine thread when the queued work runs, so no thread-wake race decides it.
+    other = submit(lambda: order.append(("other work", engine.steps)))
     later = threading.Thread(target=lambda: (engine.generate([seq], max_new_tokens=2), order.append("later call")))
     later.start()
     other.result(timeout=120)
     first.join()
     later.join()
-    assert order == ["first", "other work", "later call"]
+    # The running call finished all its 40 tokens first (no step was lost to the queued work),
+    # then the queued work ran, then the call that came after it.
+    assert [len(row) for row in firsts] == [40]
+    assert [o if isinstance(o, str) else o[0] for o in order] == ["other work", "later call"]
+    assert order[0][1] >= 40  # the first call's 40 decode steps were done before the work ran
