@@ -125,14 +125,15 @@ def wait_for_half_weights(backend: Any, timeout_s: float = 120.0) -> str:
     return f"packed in {time.monotonic() - start:.1f}s after load"
 
 
-def run_engine(engine: str, n: int, gguf: str | None) -> dict[str, Any]:
+def run_engine(engine: str, n: int, gguf: str | None, add_below: float | None = None) -> dict[str, Any]:
     """Time one pass over the prompts on one engine, in this process (a child of :func:`main`)."""
     from langchain_bpo import BPORunnable
 
     prompts = test_prompts(n)
+    options = {} if add_below is None else {"add_below": add_below}
     if engine == "ours":
         backend = shared_default_backend()
-        optimizer = BPOOptimizer(backend, cache=False)
+        optimizer = BPOOptimizer(backend, cache=False, **options)
         BPORunnable(optimizer=optimizer).invoke("Explain how tides work.")  # warm-up: template KV
         note = f"fp16 weight copies: {wait_for_half_weights(backend)}"
     else:  # no torch model here: its threads would compete with llama.cpp's for the cores
@@ -147,7 +148,7 @@ def run_engine(engine: str, n: int, gguf: str | None) -> dict[str, Any]:
             tokenizer=AutoTokenizer.from_pretrained(str(converted_base_dir())), default_format=ChatFormat()
         )
         path = Path(str(gguf))
-        optimizer = BPOOptimizer(LlamaCppBackend(path, like, threads=os.cpu_count() or 1), cache=False)
+        optimizer = BPOOptimizer(LlamaCppBackend(path, like, threads=os.cpu_count() or 1), cache=False, **options)
         note = f"llama.cpp on {path.name} ({path.stat().st_size / 1e6:.0f} MB)"
     runnable = BPORunnable(optimizer=optimizer)
     runnable.invoke("Explain how tides work.")
@@ -165,11 +166,12 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2, help="passes over the prompts per engine, alternating")
     ap.add_argument("--gguf-type", default="F32", help="F32 (same weights), F16 or Q8_0")
     ap.add_argument("--no-llamacpp", action="store_true")
+    ap.add_argument("--add-below", type=float, help="the optimizer's add_below (default: its default)")
     ap.add_argument("--engine", choices=["ours", "llamacpp"], help=argparse.SUPPRESS)  # child mode
     ap.add_argument("--gguf", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.engine:
-        print(json.dumps(run_engine(args.engine, args.n, args.gguf)))
+        print(json.dumps(run_engine(args.engine, args.n, args.gguf, args.add_below)))
         return
 
     engines = ["ours"]
@@ -194,6 +196,7 @@ def main() -> None:
     for _ in range(args.rounds):
         for engine in engines:
             cmd = [sys.executable, __file__, "--engine", engine, "--n", str(args.n), "--gguf", str(gguf)]
+            cmd += ["--add-below", str(args.add_below)] if args.add_below is not None else []
             done = subprocess.run(cmd, capture_output=True, text=True, check=True)
             runs[engine].append(json.loads(done.stdout.strip().splitlines()[-1]))
     prompts = test_prompts(args.n)

@@ -49,7 +49,7 @@ class OptimizerConfig(BaseModel):
     """Longer instructions pass through unchanged (documented, never an error)."""
     n_best: int = Field(default=1, ge=1)
     """Sample this many candidates per prompt and keep the best one the guard accepts."""
-    add_below: float | None = Field(default=0.5, gt=0, le=1)
+    add_below: float | None = Field(default=0.6, gt=0, le=1)
     """Greedy additions on a local model: make one when the model's probability of adding nothing
     is below this; ``None`` leaves the choice to plain greedy decoding, which adds nothing whenever
     "nothing" is the single likeliest first token."""

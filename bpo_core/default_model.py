@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from bpo_core.addition_probe import find_probe
 from bpo_core.backends.hf import HFBackend
 from bpo_core.embedded import EMBEDDED_BASE_ID, converted_base_dir
 from bpo_core.formats import ChatFormat
@@ -62,7 +63,13 @@ def _load(*, device: str | None, num_threads: int | None, adapter: bool, dtype: 
     # The shipped adapter says which styles it was trained on; additions are the embedded default.
     style = "augment" if lora is not None and "augment" in adapter_styles(lora) else "rewrite"
     return HFBackend(
-        model, tokenizer, name=name, num_threads=num_threads, default_format=ChatFormat(), default_style=style
+        model,
+        tokenizer,
+        name=name,
+        num_threads=num_threads,
+        default_format=ChatFormat(),
+        default_style=style,
+        addition_probe=find_probe(lora),
     )
 
 

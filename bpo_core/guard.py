@@ -85,6 +85,12 @@ class GuardConfig(BaseModel):
     #: Keep only an addition's grounded guidance clauses (bpo_core.rewrite.faithfulness.ground_addition).
     #: Right for small local models; chat-model optimizers turn it off by default (they know the topics).
     ground_additions: bool = True
+    #: Ask the model's learned addition guard (``bpo_core.addition_probe``), when it ships one,
+    #: whether an addition that passed the rules helps this prompt; drop it when not.
+    learned: bool = True
+    #: Keep an addition when the learned guard's probability that it helps is at least this
+    #: (``None``: the threshold shipped with the guard). Lower keeps more additions.
+    learned_threshold: float | None = Field(default=None, ge=0, le=1)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ SHARED = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-CHUNK = 100
+CHUNK = 150
 
 
 def _jsonl(path: Path) -> list[dict]:
@@ -77,6 +77,8 @@ def outputs(name: str, style: str | None) -> None:
 
 
 def blind(names: list[str]) -> None:
+    """Changed candidates of the systems, shuffled under hashed ids, in slices. A candidate that
+    several systems made alike (same prompt, same text) is judged once and counts for each."""
     rows = {r["id"]: r for r in _jsonl(DIR / "prompts.jsonl")}
     items, key = [], {}
     for name in names:
@@ -84,14 +86,19 @@ def blind(names: list[str]) -> None:
             original = rows[out["id"]]["prompt"]
             if out["optimized"] == original:
                 continue
-            blind_id = hashlib.sha1(f"{name}:{out['id']}".encode()).hexdigest()[:10]
-            key[blind_id] = {"system": name, "id": out["id"]}
-            items.append({"id": blind_id, "original": original, "candidate": out["optimized"]})
+            blind_id = hashlib.sha1(f"{out['id']}\0{out['optimized']}".encode()).hexdigest()[:10]
+            if blind_id not in key:
+                key[blind_id] = []
+                items.append({"id": blind_id, "original": original, "candidate": out["optimized"]})
+            key[blind_id].append({"system": name, "id": out["id"]})
     random.Random(11).shuffle(items)
-    (DIR / "blind").mkdir(parents=True, exist_ok=True)
-    (DIR / "blind" / "key.json").write_text(json.dumps(key, indent=0), encoding="utf-8")
+    folder = DIR / "blind"
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("*.jsonl"):
+        old.unlink()
+    (folder / "key.json").write_text(json.dumps(key, indent=0), encoding="utf-8")
     for k in range(0, len(items), CHUNK):
-        _write(DIR / "blind" / f"in_{k // CHUNK:02d}.jsonl", items[k : k + CHUNK])
+        _write(folder / f"in_{k // CHUNK:02d}.jsonl", items[k : k + CHUNK])
     print(f"{len(items)} candidates in {(len(items) + CHUNK - 1) // CHUNK} slices")
 
 
@@ -102,8 +109,8 @@ def report() -> None:
     missing = set(key) - set(labels)
     if missing:
         sys.exit(f"{len(missing)} judged items missing (e.g. {sorted(missing)[:3]})")
-    systems = sorted({k["system"] for k in key.values()})
-    by = {(k["system"], k["id"]): labels[b] for b, k in key.items()}
+    systems = sorted({k["system"] for ks in key.values() for k in ks})
+    by = {(k["system"], k["id"]): labels[b] for b, ks in key.items() for k in ks}
     sources = sorted({r["source"] for r in rows})
     lines = ["| system | prompts | B | N | U | H | B - H |", "|---|---|---|---|---|---|---|"]
     detail = ["", "| system | set | n | B | N | U | H |", "|---|---|---|---|---|---|---|"]

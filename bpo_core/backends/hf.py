@@ -11,8 +11,10 @@ import functools
 import logging
 import os
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bpo_core.addition_probe import AdditionProbe, Score, features, find_probe, summarize
 from bpo_core.backends.continuous import ContinuousDecoder
 from bpo_core.backends.decode import greedy_decode, supports
 from bpo_core.backends.engine_thread import load_on_engine, run_on_engine, when_idle
@@ -60,9 +62,12 @@ class HFBackend:
         num_threads: int | None = None,
         default_format: PromptFormat | None = None,
         default_style: str | None = None,
+        addition_probe: AdditionProbe | None = None,
     ) -> None:
         """``default_format``/``default_style``: what the optimizer uses for this model unless told
-        otherwise (``None``: the format is picked from the checkpoint, the style is ``rewrite``)."""
+        otherwise (``None``: the format is picked from the checkpoint, the style is ``rewrite``).
+        ``addition_probe``: the learned addition guard fitted for these weights (see
+        ``bpo_core.addition_probe``); ``None``: additions are kept on the clause rules alone."""
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1")
         if default_format is not None:
@@ -71,7 +76,10 @@ class HFBackend:
             self.default_style = check_style(default_style)
         self.model = model.eval()
         self.tokenizer = tokenizer
+        self.addition_probe = addition_probe
         self.name = name or str(getattr(model.config, "_name_or_path", type(model).__name__))
+        if addition_probe is not None:  # it changes results, so cached results key on it
+            self.name += f"+guard@{addition_probe.digest()}"
         self.max_batch_size = max_batch_size
         self.device = str(next(model.parameters()).device)
         # One re-entrant lock for the model *and* the tokenizer: HF fast tokenizers are not
@@ -126,7 +134,14 @@ class HFBackend:
                 adapter=adapter,
             )
             return cls(
-                model, tokenizer, name=name or loaded_name, max_batch_size=max_batch_size, num_threads=num_threads
+                model,
+                tokenizer,
+                name=name or loaded_name,
+                max_batch_size=max_batch_size,
+                num_threads=num_threads,
+                addition_probe=find_probe(adapter, path)
+                if adapter is not None or Path(path, "adapter_config.json").is_file()
+                else find_probe(path),
             )
 
         return load_on_engine(load, repr(path))
@@ -154,6 +169,51 @@ class HFBackend:
             for i, text in zip(going, generated):
                 texts[i] = text
         return texts
+
+    def addition_scores(self, views: list[str], additions: list[str], fmt: PromptFormat) -> list[Score] | None:
+        """The addition probe's scores of each addition to its prompt (``None``: no probe).
+
+        One forward per (view, addition) over ``fmt``'s input followed by the addition's tokens,
+        through the probe's layer only; on the lean forward the template prefix's KV is reused.
+        """
+        probe = self.addition_probe
+        if probe is None or not views:
+            return None if probe is None else []
+        return run_on_engine(self._addition_scores, probe, views, additions, fmt)
+
+    def _addition_scores(
+        self, probe: AdditionProbe, views: list[str], additions: list[str], fmt: PromptFormat
+    ) -> list[Score]:
+        import torch
+
+        scores = []
+        with self._lock:
+            prefix = self._template_prefix(fmt) if self.lean_forward else []
+            for view, addition in zip(views, additions):
+                prompt_ids = self._encode([view], fmt)[0]
+                addition_ids = list(self.tokenizer(addition, add_special_tokens=False)["input_ids"])
+                shared = prefix if prompt_ids[: len(prefix)] == prefix and len(prompt_ids) > len(prefix) else []
+                try:
+                    with torch.inference_mode():
+                        if self.lean_forward:
+                            rest = prompt_ids[len(shared) :] + addition_ids
+                            states = self._continuous_decoder().lean.hidden_states(shared, rest, probe.layer)
+                            feature = summarize(states, len(prompt_ids) - len(shared), probe.parts)
+                        else:
+                            eos = self.tokenizer.eos_token_id
+                            got, _ = features(
+                                self.model,
+                                prompt_ids,
+                                addition_ids,
+                                eos_id=eos,
+                                layers=[probe.layer],
+                                parts=probe.parts,
+                            )
+                            feature = got[probe.layer]
+                except Exception as exc:
+                    raise GenerationError(f"Scoring an addition failed: {exc}") from exc
+                scores.append(probe.score(feature))
+        return scores
 
     def stop_probability(self, prompts: list[str], fmt: PromptFormat) -> list[float]:
         """The model's probability of ending at once (its first new token is end-of-text), per prompt.

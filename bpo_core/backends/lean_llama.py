@@ -360,10 +360,43 @@ class LeanLlama:
         return state
 
     # ---------------------------------------------------------------- forward
-    def forward(self, ids: torch.Tensor, positions: torch.Tensor, kv: KVBuffers, mask: torch.Tensor) -> torch.Tensor:
+    def hidden_states(self, prefix: list[int], ids: list[int], layers: int) -> torch.Tensor:
+        """The hidden states of ``ids`` read after ``prefix`` (its KV cached), at the output of the
+        first ``layers`` layers (transformers' ``hidden_states[layers]``): ``[len(ids), hidden]``.
+
+        Only those layers run; float32 weights throughout, so the states match transformers'.
+        """
+        import torch
+
+        if not 0 < layers < len(self.model.model.layers) or not ids:
+            raise ValueError(f"hidden_states needs ids and 0 < layers < {len(self.model.model.layers)}")
+        p, n = len(prefix), len(ids)
+        buffers = self.new_buffers(1, p + n)
+        if p:
+            keys, values = self.prefix_state(prefix)
+            for dst, src in zip([*buffers.keys, *buffers.values], [*keys, *values]):
+                dst[:, :, :p] = src
+            buffers.length = p
+        positions = torch.arange(p, p + n, device=self.device)[None]
+        mask = torch.arange(p + n, device=self.device)[None, :] <= positions[0][:, None]
+        return self.forward(
+            torch.tensor([ids], device=self.device), positions, buffers, mask[None, None], until_layer=layers
+        )[0]
+
+    def forward(
+        self,
+        ids: torch.Tensor,
+        positions: torch.Tensor,
+        kv: KVBuffers,
+        mask: torch.Tensor,
+        *,
+        until_layer: int | None = None,
+    ) -> torch.Tensor:
         """Run ``ids`` (``[B, T]``) through the model, appending to ``kv``; returns last-position logits.
 
-        ``mask`` is boolean, ``[B, 1, T, kv.length + T]`` (True: may attend).
+        ``mask`` is boolean, ``[B, 1, T, kv.length + T]`` (True: may attend). ``until_layer``: stop
+        after that many layers and return their output for every position (``[B, T, hidden]``),
+        in float32 weights.
         """
         import torch
         import torch.nn.functional as F
@@ -377,11 +410,14 @@ class LeanLlama:
         start, end = kv.length, kv.length + steps
         cache_keys, cache_values = kv.keys, kv.values
         single = steps == 1 and self.group > 1
-        half = self._half_weights(batch * steps)
+        half = self._half_weights(batch * steps) if until_layer is None else None
         # The additive form SDPA would derive from the boolean mask in every layer, made once.
         mask = torch.zeros(mask.shape, dtype=x.dtype, device=x.device).masked_fill_(~mask, float("-inf"))
         heads, kv_heads = self.n_heads, self.n_kv
         for i, layer in enumerate(core.layers):
+            if i == until_layer:
+                kv.length = end
+                return x
             attn, mlp = layer.self_attn, layer.mlp
             h = self._norm(x, layer.input_layernorm)
             if half is not None:  # q, k and v from one GEMM; q and k rotated together

@@ -266,6 +266,7 @@ def _augment(
             )
     elif views:
         raw.update(zip(views, _candidates(views, backend, fmt, settings, config.n_best)))
+    passing: dict[int, list[str]] = {}
     for job in todo:
         res = results[job.index]
         verdicts = []
@@ -278,21 +279,64 @@ def _augment(
                 verdicts.append(("", Verdict(False, f"addition named things the user did not give: {named}", 0.0)))
             else:
                 verdicts.append((kept, check_addition(job.view, kept, guard) if kept else Verdict(False, None, 0.0)))
-        passed = [(t, v) for t, v in verdicts if v.ok]
+        passed = list(dict.fromkeys(t for t, v in verdicts if v.ok))
         if passed:
-            text = passed[0][0]
-            new = append_addition(res.optimized, text)
-            results[job.index] = OptimizationResult(
-                res.original, new, False, res.reason if because else None, (*res.history, new), "augment", text
-            )
+            passing[job.index] = passed
             continue
         reason = next((v.reason for _, v in verdicts if v.reason), None)
         if reason is None:
             _nothing(results, job, because, "the optimizer had nothing to add")
         else:
-            _log_kept(config, reason)
-            prior = f"{res.reason}; " if because and res.reason else ""
-            results[job.index] = fallback(res, FallbackKind.REJECTED, prior + reason)
+            _reject(results, job, config, because, reason)
+    picked = _pick_additions([j for j in todo if j.index in passing], passing, backend, fmt, config)
+    for job in todo:
+        if job.index not in passing:
+            continue
+        addition, why = picked[job.index]
+        res = results[job.index]
+        if addition is None:
+            _reject(results, job, config, because, why or "the learned guard dropped the addition")
+            continue
+        new = append_addition(res.optimized, addition)
+        results[job.index] = OptimizationResult(
+            res.original, new, False, res.reason if because else None, (*res.history, new), "augment", addition
+        )
+
+
+def _pick_additions(
+    jobs: list[_Job], passing: dict[int, list[str]], backend: Backend, fmt: PromptFormat, config: OptimizerConfig
+) -> dict[int, tuple[str | None, str | None]]:
+    """Per job, the addition to append (``None``: none) and why not.
+
+    Without a learned guard (``bpo_core.addition_probe``) the first candidate the rules passed
+    (the greedy one) wins. With one, each candidate is scored and the one most likely to help
+    among those it keeps wins; when it keeps none, the reason is the greedy candidate's.
+    """
+    guard = config.guard
+    probe = getattr(backend, "addition_probe", None)
+    scorer = getattr(backend, "addition_scores", None)
+    if probe is None or scorer is None or not (guard.enabled and guard.faithfulness and guard.learned):
+        return {j.index: (passing[j.index][0], None) for j in jobs}
+    pairs = [(j, text) for j in jobs for text in passing[j.index]]
+    scores = scorer([j.view for j, _ in pairs], [text for _, text in pairs], fmt) if pairs else []
+    if scores is None:
+        return {j.index: (passing[j.index][0], None) for j in jobs}
+    best: dict[int, tuple[str | None, str | None, float]] = {}
+    for (job, text), score in zip(pairs, scores):
+        why = probe.rejects(score, guard.learned_threshold)
+        current = best.get(job.index)
+        if why is None and (current is None or current[0] is None or score.helps > current[2]):
+            best[job.index] = (text, None, score.helps)
+        elif current is None:
+            best[job.index] = (None, f"{why}: {text!r}", -1.0)
+    return {i: (text, why) for i, (text, why, _) in best.items()}
+
+
+def _reject(results: list[OptimizationResult], job: _Job, config: OptimizerConfig, because: bool, reason: str) -> None:
+    res = results[job.index]
+    _log_kept(config, reason)
+    prior = f"{res.reason}; " if because and res.reason else ""
+    results[job.index] = fallback(res, FallbackKind.REJECTED, prior + reason)
 
 
 def _nothing(results: list[OptimizationResult], job: _Job, because: bool, why: str) -> None:

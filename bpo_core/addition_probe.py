@@ -1,0 +1,182 @@
+"""The learned addition guard: a linear probe on the optimizer model's own hidden states.
+
+The clause rules (``rewrite.faithfulness``) keep an addition made of grounded guidance words, but
+cannot tell whether "explain the reasoning step by step" suits *this* prompt (a proof, a
+role-play, a pasted conversation with no question). The probe can: it reads the model's hidden
+states over ``template(prompt) + addition`` and was fitted on additions of this model that a
+strong LLM judged blind with the rubric (``training_data/addition_guard``). An addition is kept
+when the probe expects it to help and not to harm.
+
+The probe ships next to the adapter it was fitted for (``addition_probe.json``); a model without
+one keeps every addition the rules pass. Features: :func:`features`; fitting:
+``scripts/addition_probe.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+#: Where a probe is looked for in a model or adapter folder.
+PROBE_FILE = "addition_probe.json"
+
+#: The summaries of one layer's hidden states a probe may read, in this order.
+PARTS = ("prompt_end", "addition_mean", "end")
+
+
+@dataclass(frozen=True)
+class Head:
+    """One logistic regression over the probe's standardized features."""
+
+    weights: tuple[float, ...]
+    bias: float
+
+    def probability(self, z: Sequence[float]) -> float:
+        logit = self.bias + sum(w * x for w, x in zip(self.weights, z))
+        return 1 / (1 + math.exp(-logit)) if logit > -700 else 0.0
+
+
+class Score(NamedTuple):
+    """The probe's probabilities that an addition makes the answer better, and that it harms."""
+
+    helps: float
+    harms: float
+
+
+@dataclass(frozen=True)
+class AdditionProbe:
+    """Two heads on standardized features of one layer's hidden states.
+
+    An addition is kept when P(helps) is at least ``min_helps`` and P(harms) is below
+    ``max_harms``: the judges' labels B and H are learned separately because what makes an
+    addition harmful (a format the request contradicts, compliance with a harmful request) is
+    not simply the absence of what makes one better.
+    """
+
+    layer: int
+    parts: tuple[str, ...]
+    mean: tuple[float, ...]
+    scale: tuple[float, ...]
+    helps: Head
+    harms: Head
+    min_helps: float
+    max_harms: float
+    #: What the probe was fitted on and how well it did (free-form, for people).
+    info: dict[str, Any] | None = None
+
+    def score(self, feature: Sequence[float]) -> Score:
+        if len(feature) != len(self.mean):
+            raise ValueError(f"probe expects {len(self.mean)} features, got {len(feature)}")
+        z = [(x - m) / s for x, m, s in zip(feature, self.mean, self.scale)]
+        return Score(self.helps.probability(z), self.harms.probability(z))
+
+    def rejects(self, score: Score, min_helps: float | None = None) -> str | None:
+        """Why an addition with ``score`` is dropped (``min_helps`` overrides the shipped threshold), or ``None``."""
+        floor = self.min_helps if min_helps is None else min_helps
+        if score.harms >= self.max_harms:
+            return f"the learned guard expects the addition to harm ({score.harms:.2f} >= {self.max_harms:.2f})"
+        if score.helps < floor:
+            return f"the learned guard expects the addition not to help ({score.helps:.2f} < {floor:.2f})"
+        return None
+
+    def digest(self) -> str:
+        """A short hash of what decides (layer, features, weights, thresholds): cached results key on it."""
+        blob = json.dumps(self._data(with_info=False), sort_keys=True)
+        return hashlib.blake2b(blob.encode(), digest_size=6).hexdigest()
+
+    @classmethod
+    def load(cls, path: str | Path) -> AdditionProbe:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        try:
+            probe = cls(
+                layer=int(data["layer"]),
+                parts=tuple(data["parts"]),
+                mean=tuple(data["mean"]),
+                scale=tuple(data["scale"]),
+                helps=Head(tuple(data["helps"]["weights"]), float(data["helps"]["bias"])),
+                harms=Head(tuple(data["harms"]["weights"]), float(data["harms"]["bias"])),
+                min_helps=float(data["min_helps"]),
+                max_harms=float(data["max_harms"]),
+                info=data.get("info"),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"Not an addition probe file: {path} ({type(exc).__name__}: {exc})") from exc
+        unknown = set(probe.parts) - set(PARTS)
+        sizes = {len(probe.mean), len(probe.scale), len(probe.helps.weights), len(probe.harms.weights)}
+        if unknown or len(sizes) != 1:
+            raise ValueError(f"Not an addition probe file: {path} (unknown parts {sorted(unknown)} or sizes differ)")
+        return probe
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self._data(with_info=True)) + "\n", encoding="utf-8")
+
+    def _data(self, *, with_info: bool) -> dict[str, Any]:
+        def r(xs: Sequence[float]) -> list[float]:
+            return [round(x, 6) for x in xs]
+
+        data: dict[str, Any] = {
+            "layer": self.layer,
+            "parts": list(self.parts),
+            "min_helps": self.min_helps,
+            "max_harms": self.max_harms,
+        }
+        if with_info:
+            data["info"] = self.info
+        data |= {
+            "mean": r(self.mean),
+            "scale": r(self.scale),
+            "helps": {"bias": self.helps.bias, "weights": r(self.helps.weights)},
+            "harms": {"bias": self.harms.bias, "weights": r(self.harms.weights)},
+        }
+        return data
+
+
+def find_probe(*folders: str | os.PathLike[str] | None) -> AdditionProbe | None:
+    """The probe shipped in the first of ``folders`` that has one."""
+    for folder in folders:
+        if folder is not None and (Path(folder) / PROBE_FILE).is_file():
+            return AdditionProbe.load(Path(folder) / PROBE_FILE)
+    return None
+
+
+def summarize(states: Any, cut: int, parts: Sequence[str]) -> list[float]:
+    """One layer's ``parts`` summaries of ``states`` (``[tokens, hidden]``, the addition from ``cut`` on).
+
+    ``prompt_end``: the state that predicts the first new token (it holds the prompt's reading);
+    ``addition_mean``: the mean over the addition's tokens; ``end``: the last token's state.
+    """
+    import torch
+
+    states = states.float()
+    pieces = {"prompt_end": states[cut - 1], "addition_mean": states[cut:].mean(0), "end": states[-1]}
+    return torch.cat([pieces[p] for p in parts]).tolist()
+
+
+def features(
+    model: Any,
+    prompt_ids: list[int],
+    addition_ids: list[int],
+    *,
+    eos_id: int,
+    layers: Sequence[int],
+    parts: Sequence[str] = PARTS,
+) -> tuple[dict[int, list[float]], float]:
+    """Per layer, :func:`summarize` of transformers' hidden states over ``prompt_ids +
+    addition_ids``, and the model's P(nothing) after the prompt (one full forward; the runtime
+    uses ``LeanLlama.hidden_states``, which stops at the probe's layer)."""
+    import torch
+
+    if not addition_ids or not prompt_ids:
+        raise ValueError("features() needs a prompt and a non-empty addition")
+    ids = torch.tensor([prompt_ids + addition_ids], dtype=torch.long, device=model.device)
+    with torch.inference_mode():
+        out = model(input_ids=ids, output_hidden_states=True)
+    cut = len(prompt_ids)
+    p_nothing = float(torch.softmax(out.logits[0, cut - 1].float(), dim=-1)[eos_id])
+    return {layer: summarize(out.hidden_states[layer][0], cut, parts) for layer in layers}, p_nothing

@@ -1,0 +1,391 @@
+"""Fit the learned addition guard: a probe that reads the optimizer model's own hidden states and
+predicts whether its addition helps or harms (see training_data/addition_guard/README.md).
+
+    python scripts/addition_probe.py candidates   # training prompts -> forced additions (runs/probe/cands.jsonl)
+    python scripts/addition_probe.py blind        # candidates with an addition -> runs/probe/blind/in_XX.jsonl + key.json
+    python scripts/addition_probe.py collect      # judges' labels -> training_data/addition_guard/labels.jsonl
+    python scripts/addition_probe.py fit          # committed labels -> addition_probe.json in the shipped adapter
+
+``fit`` reads committed files only (and the model); the other steps make them.
+
+Only training prompts (oneprompted train, BPO train_val300, HH-RLHF's training pool) are used;
+never the BPO test split, the eval sets or the held-out prompts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS = ROOT / "runs" / "probe"
+DATA = ROOT / "training_data" / "addition_guard"
+SHARED = ROOT.parent / "shared" / "data"
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+SLICE = 200
+HH_SAMPLE = 300
+
+
+def _jsonl(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _write(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def training_prompts() -> list[dict]:
+    from faithful_data import hh_split
+
+    rows = [
+        {"id": f"op-{i:04d}", "source": "oneprompted/train", "prompt": r["prompt"]}
+        for i, r in enumerate(_jsonl(SHARED / "oneprompted" / "train.jsonl"))
+    ]
+    bpo = json.loads((SHARED / "bpo" / "train_val300.json").read_text(encoding="utf-8"))
+    rows += [
+        {"id": f"bpo-{i:03d}", "source": "bpo/train_val300", "prompt": r["final_input"]} for i, r in enumerate(bpo)
+    ]
+    pool, _ = hh_split()
+    picked = sorted(random.Random(1).sample(range(len(pool)), HH_SAMPLE))
+    rows += [{"id": f"hh-{i:04d}", "source": "hh-rlhf/train-pool", "prompt": pool[i]} for i in picked]
+    random.Random(2).shuffle(rows)  # sources mixed, so any prefix is a fair sample
+    return rows
+
+
+def candidates(limit: int | None, prompts_file: str | None, out_name: str, seed: int | None = None) -> None:
+    """The shipped pipeline with every prompt pushed to add (``add_below=1``): what it would add if it did.
+
+    ``prompts_file``: other prompts (``{id, prompt}`` rows, e.g. a dev set) instead of the training ones.
+    ``seed``: sampled additions (``mode="stable"``) instead of greedy ones.
+    """
+    from bpo_core import BPOOptimizer
+    from bpo_core.guard import GuardConfig
+
+    rows = (_jsonl(Path(prompts_file)) if prompts_file else training_prompts())[:limit]
+    optimizer = BPOOptimizer.default(add_below=1.0, guard=GuardConfig(learned=False), seed=seed, cache=False)
+    mode = "stable" if seed is not None else None
+    out = []
+    RUNS.mkdir(parents=True, exist_ok=True)
+    with open(RUNS / out_name, "w", encoding="utf-8") as f:
+        for start in range(0, len(rows), 64):
+            chunk = rows[start : start + 64]
+            for r, res in zip(chunk, optimizer.rewrite_batch([r["prompt"] for r in chunk], mode=mode)):
+                out.append({**r, "addition": res.addition, "optimized": res.optimized, "reason": res.reason})
+                f.write(json.dumps(out[-1], ensure_ascii=False) + "\n")
+            f.flush()
+            print(f"{len(out)}/{len(rows)}", flush=True)
+    print(f"{sum(bool(r['addition']) for r in out)}/{len(out)} with an addition")
+
+
+def blind(extra: list[str], final: bool) -> None:
+    """New candidates with an addition, under hashed ids, in slices of ``SLICE`` for blind judges.
+
+    Run it while ``candidates`` is still writing: each call adds the full slices it can (``final``:
+    the remainder too); ``key.json`` remembers what was sliced. ``extra`` files (``{id, prompt,
+    optimized}`` rows, e.g. a dev set's outputs) go in the same way.
+    """
+    folder = RUNS / "blind"
+    folder.mkdir(parents=True, exist_ok=True)
+    key_path = folder / "key.json"
+    key = json.loads(key_path.read_text(encoding="utf-8")) if key_path.is_file() else {}
+    items = []
+    for path in [RUNS / "cands.jsonl", *map(Path, extra)]:
+        for r in _jsonl(path):
+            blind_id = hashlib.sha1(f"{path.name}:{r['id']}".encode()).hexdigest()[:10]
+            if r["optimized"] != r["prompt"] and blind_id not in key:
+                items.append((blind_id, {"file": path.name, "id": r["id"]}, r))
+    random.Random(len(key)).shuffle(items)
+    n = len(list(folder.glob("in_*.jsonl")))
+    while len(items) >= SLICE or (final and items):
+        part, items = items[:SLICE], items[SLICE:]
+        _write(
+            folder / f"in_{n:02d}.jsonl",
+            [{"id": b, "original": r["prompt"], "candidate": r["optimized"]} for b, _, r in part],
+        )
+        key.update((b, k) for b, k, _ in part)
+        print(f"in_{n:02d}.jsonl: {len(part)} candidates")
+        n += 1
+    key_path.write_text(json.dumps(key, indent=0), encoding="utf-8")
+
+
+def collect() -> None:
+    """Judges' labels of the training candidates -> the committed ``labels.jsonl`` (dev items stay in runs/)."""
+    folder = RUNS / "blind"
+    key = json.loads((folder / "key.json").read_text(encoding="utf-8"))
+    labels = {r["id"]: r for path in sorted(folder.glob("out_*.jsonl")) for r in _jsonl(path)}
+    sliced = {r["id"] for path in folder.glob("in_*.jsonl") for r in _jsonl(path)}
+    missing = sliced - set(labels)
+    if missing:
+        sys.exit(f"{len(missing)} sliced items have no label yet (e.g. {sorted(missing)[:3]})")
+    rows = {k["id"]: k for k in key.values()}
+    by_file: dict[str, dict[str, dict]] = {}
+    for blind_id, k in key.items():
+        by_file.setdefault(k["file"], {})[k["id"]] = labels[blind_id]
+    cands = _jsonl(RUNS / "cands.jsonl")
+    out = []
+    for r in cands:
+        judged = by_file.get("cands.jsonl", {}).get(r["id"])
+        if r["addition"] and judged is None:
+            continue  # generated after the last slice
+        label = judged["label"] if judged else "U"
+        out.append(
+            {
+                "id": r["id"],
+                "source": r["source"],
+                "prompt": r["prompt"],
+                "addition": r["addition"] or "",
+                "label": label,
+                "why": judged["why"] if judged else r["reason"],
+            }
+        )
+    _write(DATA / "labels.jsonl", out)
+    counts = {k: sum(r["label"] == k for r in out) for k in "BNHU"}
+    print(f"{len(out)} prompts: {counts} ({len(rows)} judged in all)")
+    for name, judged in by_file.items():
+        if name != "cands.jsonl":
+            _write(RUNS / f"labels_{name}", [{**v, "id": i} for i, v in judged.items()])
+
+
+def _load_model():  # noqa: ANN202
+    from bpo_core.default_model import load_default_backend
+    from bpo_core.formats import ChatFormat
+
+    backend = load_default_backend()
+    return backend, ChatFormat().with_style("augment")
+
+
+def extract(rows: list[dict], layers: list[int]) -> dict[int, Any]:
+    """Features of each row's (view, addition) on every layer in ``layers``, as the runtime computes them."""
+    import torch
+
+    from bpo_core.addition_probe import features
+    from bpo_core.rewrite.segment import segment
+
+    backend, fmt = _load_model()
+    tok = backend.tokenizer
+    per_layer: dict[int, list[list[float]]] = {layer: [] for layer in layers}
+    torch.set_num_threads(2)
+    for k, r in enumerate(rows):
+        view = segment(r["prompt"]).view()
+        got, p_nothing = features(
+            backend.model,
+            fmt.encode(view, tok),
+            tok(r["addition"], add_special_tokens=False)["input_ids"],
+            eos_id=tok.eos_token_id,
+            layers=layers,
+        )
+        odds = math.log(max(p_nothing, 1e-6) / max(1 - p_nothing, 1e-6))
+        for layer in layers:
+            per_layer[layer].append(got[layer] + [odds])  # P(nothing) is kept for fit's add_below simulation
+        if k % 100 == 0:
+            print(f"features {k}/{len(rows)}", flush=True)
+    return {layer: torch.tensor(v) for layer, v in per_layer.items()}
+
+
+#: Deeper layers cost more at run time (the probe's forward stops at its layer) and separated no
+#: better when tried (20, 24, 28, 30: within 0.005 AUC of 16).
+LAYERS = [8, 12, 16]
+#: Candidate feature sets: which of bpo_core.addition_probe.PARTS a probe reads.
+PART_SETS = [("prompt_end", "addition_mean", "end"), ("addition_mean", "end")]
+L2 = [0.03, 0.1, 0.3]
+FOLDS = 5
+#: The thresholds maximize B - H_WEIGHT * H among the judged training prompts (cross-validated).
+H_WEIGHT = 4.0
+
+
+def _columns(parts: tuple[str, ...], hidden: int) -> list[int]:
+    from bpo_core.addition_probe import PARTS
+
+    return [k for i, p in enumerate(PARTS) if p in parts for k in range(i * hidden, (i + 1) * hidden)]
+
+
+def _fit_lr(x: Any, y: Any, l2: float) -> tuple[Any, Any, Any, Any]:
+    """Standardized logistic regression (L-BFGS, L2): (mean, scale, weights, bias)."""
+    import torch
+
+    mean, scale = x.mean(0), x.std(0).clamp(min=1e-4)
+    z = (x - mean) / scale
+    w = torch.zeros(x.shape[1], requires_grad=True)
+    b = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], max_iter=300, line_search_fn="strong_wolfe")
+
+    def closure() -> Any:
+        opt.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(z @ w + b, y) + l2 * (w * w).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return mean, scale, w.detach(), b.detach()
+
+
+def _predict(model: tuple[Any, Any, Any, Any], x: Any) -> Any:
+    import torch
+
+    mean, scale, w, b = model
+    return torch.sigmoid(((x - mean) / scale) @ w + b)
+
+
+def _auc(p: list[float], y: list[int]) -> float:
+    pos = [a for a, t in zip(p, y) if t]
+    neg = [a for a, t in zip(p, y) if not t]
+    wins = sum((a > c) + 0.5 * (a == c) for a in pos for c in neg)
+    return wins / max(1, len(pos) * len(neg))
+
+
+def _cv(x: Any, y: Any, l2: float) -> list[float]:
+    import torch
+
+    n = len(y)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+    pred = torch.zeros(n)
+    for k in range(FOLDS):
+        test = order[k::FOLDS]
+        train = torch.tensor(sorted(set(order.tolist()) - set(test.tolist())))
+        pred[test] = _predict(_fit_lr(x[train], y[train], l2), x[test])
+    return pred.tolist()
+
+
+def _best_thresholds(
+    helps: list[float], harms: list[float], p_nothing: list[float], labels: list[str], total: int, add_below: float
+) -> tuple[float, float, dict[str, float]]:
+    """(min_helps, max_harms) with the most B - H_WEIGHT * H over ``total`` prompts, and the rates (%).
+
+    Only additions the runtime would generate count (P(nothing) below ``add_below``).
+    """
+    best: tuple[float, float, float, dict[str, float]] | None = None
+    for min_helps in [k / 100 for k in range(5, 80)]:
+        for max_harms in [k / 100 for k in range(5, 55)]:
+            kept = [
+                lab
+                for h, x, p, lab in zip(helps, harms, p_nothing, labels)
+                if h >= min_helps and x < max_harms and p < add_below
+            ]
+            rates = {k: 100 * kept.count(k) / total for k in "BNH"}
+            value = rates["B"] - H_WEIGHT * rates["H"]
+            if best is None or value > best[2] + 1e-9:
+                best = (min_helps, max_harms, value, rates)
+    assert best is not None
+    return best[0], best[1], best[3]
+
+
+def cached_features(rows: list[dict]) -> dict[int, Any]:
+    """``extract`` for ``rows``, reusing runs/probe/features.pt (keyed by prompt and addition)."""
+    import torch
+
+    path = RUNS / "features.pt"
+    cache: dict[tuple[str, str], dict[int, Any]] = torch.load(path) if path.is_file() else {}
+    todo = [r for r in rows if (r["prompt"], r["addition"]) not in cache]
+    if todo:
+        got = extract(todo, LAYERS)
+        for k, r in enumerate(todo):
+            cache[(r["prompt"], r["addition"])] = {layer: got[layer][k] for layer in LAYERS}
+        torch.save(cache, path)
+    return {layer: torch.stack([cache[(r["prompt"], r["addition"])][layer] for r in rows]) for layer in LAYERS}
+
+
+def fit(out_dir: Path, add_below: float) -> None:
+    """Choose the layer, features and L2 by cross-validated AUC (B against N and H, and H against
+    B and N), refit both heads on all judged training additions, choose the thresholds on the
+    cross-validated predictions, and write the probe into ``out_dir``."""
+    import torch
+
+    from bpo_core.addition_probe import PROBE_FILE, AdditionProbe, Head
+
+    rows = _jsonl(DATA / "labels.jsonl")
+    judged = [r for r in rows if r["label"] in "BNH" and r["addition"]]
+    feats = cached_features(judged)
+    labels = [r["label"] for r in judged]
+    y_b = torch.tensor([lab == "B" for lab in labels], dtype=torch.float32)
+    y_h = torch.tensor([lab == "H" for lab in labels], dtype=torch.float32)
+    hidden = (feats[LAYERS[0]].shape[1] - 1) // 3
+    results = []
+    for layer in LAYERS:
+        for parts in PART_SETS:
+            x = feats[layer][:, _columns(parts, hidden)]
+            for l2 in L2:
+                helps, harms = _cv(x, y_b, l2), _cv(x, y_h, l2)
+                auc_b, auc_h = _auc(helps, y_b.int().tolist()), _auc(harms, y_h.int().tolist())
+                results.append(((auc_b + auc_h) / 2, auc_b, auc_h, layer, parts, l2, helps, harms))
+                print(f"layer {layer:2d} {'+'.join(parts):30s} l2={l2:g}  AUC B {auc_b:.3f}  H {auc_h:.3f}", flush=True)
+    _, auc_b, auc_h, layer, parts, l2, helps, harms = max(results, key=lambda r: r[0])
+    x = feats[layer][:, _columns(parts, hidden)]
+    p_nothing = torch.sigmoid(feats[layer][:, -1]).tolist()
+    min_helps, max_harms, rates = _best_thresholds(helps, harms, p_nothing, labels, len(rows), add_below)
+    before = [lab for lab, p in zip(labels, p_nothing) if p < add_below]
+    rules_only = {k: round(100 * before.count(k) / len(rows), 1) for k in "BNH"}
+    print(f"chosen: layer {layer}, {parts}, l2={l2}: AUC B {auc_b:.3f}, H {auc_h:.3f}")
+    print(f"of {len(rows)} training prompts, add_below={add_below}: rules only {rules_only}")
+    print(f"with the guard (min_helps {min_helps}, max_harms {max_harms}, cross-validated): {rates}")
+    mean, scale, w_b, b_b = _fit_lr(x, y_b, l2)
+    _, _, w_h, b_h = _fit_lr(x, y_h, l2)
+    probe = AdditionProbe(
+        layer=layer,
+        parts=parts,
+        mean=tuple(mean.tolist()),
+        scale=tuple(scale.tolist()),
+        helps=Head(tuple(w_b.tolist()), float(b_b)),
+        harms=Head(tuple(w_h.tolist()), float(b_h)),
+        min_helps=min_helps,
+        max_harms=max_harms,
+        info={
+            "data": "training_data/addition_guard/labels.jsonl",
+            "fitted_by": "python scripts/addition_probe.py fit",
+            "judged_additions": len(judged),
+            "prompts": len(rows),
+            "l2": l2,
+            "cv_auc_helps": round(auc_b, 3),
+            "cv_auc_harms": round(auc_h, 3),
+            "add_below": add_below,
+            "rules_only_pct": rules_only,
+            "with_guard_cv_pct": {k: round(v, 1) for k, v in rates.items()},
+            "h_weight": H_WEIGHT,
+        },
+    )
+    probe.save(out_dir / PROBE_FILE)
+    print(f"wrote {out_dir / PROBE_FILE}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("step", choices=["candidates", "blind", "collect", "features", "fit"])
+    parser.add_argument("files", nargs="*")
+    parser.add_argument("--limit", type=int)
+    parser.add_argument("--add-below", type=float, help="fit: the add_below the runtime uses (default: the optimizer's)")
+    parser.add_argument("--seed", type=int, help="candidates: sample (mode=stable) with this seed")
+    parser.add_argument("--prompts", help="candidates: a jsonl of {id, prompt} instead of the training prompts")
+    parser.add_argument("--out", default="cands.jsonl", help="candidates: output file name under runs/probe")
+    parser.add_argument("--final", action="store_true", help="blind: slice the remainder too")
+    args = parser.parse_args()
+    if args.step == "candidates":
+        candidates(args.limit, args.prompts, args.out, args.seed)
+    elif args.step == "blind":
+        blind(args.files, args.final)
+    elif args.step == "collect":
+        collect()
+    elif args.step == "features":  # precompute (fit computes what is missing anyway)
+        for name in args.files or ["cands.jsonl"]:
+            cached_features([r for r in _jsonl(RUNS / name) if r["addition"]])
+    else:
+        from bpo_core.default_model import SHIPPED_ADAPTER
+
+        from bpo_core.config import OptimizerConfig
+
+        add_below = args.add_below if args.add_below is not None else OptimizerConfig().add_below
+        fit(Path(args.files[0]) if args.files else SHIPPED_ADAPTER, float(add_below or 1.0))
+
+
+if __name__ == "__main__":
+    main()

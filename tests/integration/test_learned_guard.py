@@ -1,0 +1,54 @@
+"""The shipped learned addition guard on the real embedded model."""
+
+from __future__ import annotations
+
+import pytest
+
+from bpo_core import BPOOptimizer
+from bpo_core.addition_probe import features
+from bpo_core.formats import ChatFormat
+from bpo_core.guard import GuardConfig
+from bpo_core.result import FallbackKind
+
+#: Made to add (add_below=1), the model appends step-by-step or explain-the-joke guidance to
+#: these; a strong LLM judges such additions harmful (they contradict "three words", spoil a joke).
+CONTRADICTED = ["In three words or fewer, how do I boil an egg?", "Tell me a knock-knock joke about penguins."]
+#: ...and code or setup guidance to these, which it judges better.
+HELPED = [
+    "Write a Python function that merges two sorted lists.",
+    "How do I set up a reverse proxy with nginx for a Flask app?",
+]
+
+
+def test_the_embedded_model_ships_a_guard_and_its_fast_path_matches_the_reference_forward(backend):
+    probe = backend.addition_probe
+    assert probe is not None and backend.lean_forward and f"+guard@{probe.digest()}" in backend.name
+    fmt = ChatFormat().with_style("augment")
+    additions = ["Explain the steps in order.", "Show the code with comments and show how to test it."]
+    fast = backend.addition_scores(HELPED, additions, fmt)
+    tok = backend.tokenizer
+    for view, addition, got in zip(HELPED, additions, fast):
+        reference, _ = features(
+            backend.model,
+            fmt.encode(view, tok),
+            tok(addition, add_special_tokens=False)["input_ids"],
+            eos_id=tok.eos_token_id,
+            layers=[probe.layer],
+            parts=probe.parts,
+        )
+        want = probe.score(reference[probe.layer])
+        assert got.helps == pytest.approx(want.helps, abs=1e-4) and got.harms == pytest.approx(want.harms, abs=1e-4)
+
+
+def test_the_guard_drops_additions_that_contradict_the_request_and_keeps_helpful_ones(backend):
+    prompts = CONTRADICTED + HELPED
+    guarded = BPOOptimizer(backend, add_below=1.0, cache=False).rewrite_batch(prompts)
+    unguarded = BPOOptimizer(backend, add_below=1.0, cache=False, guard=GuardConfig(learned=False)).rewrite_batch(
+        prompts
+    )
+    assert all(r.addition for r in unguarded)  # the rules alone keep all four
+    for res in guarded[: len(CONTRADICTED)]:
+        assert res.optimized == res.original and res.kind is FallbackKind.REJECTED
+        assert res.reason.startswith("the learned guard expects the addition to harm")
+    for res, plain in zip(guarded[len(CONTRADICTED) :], unguarded[len(CONTRADICTED) :]):
+        assert res.addition == plain.addition and res.optimized.startswith(res.original)

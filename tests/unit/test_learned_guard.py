@@ -1,0 +1,97 @@
+"""The learned addition guard on a scripted backend: when it drops an addition, and the probe file."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from bpo_core import BPOOptimizer
+from bpo_core.addition_probe import PROBE_FILE, AdditionProbe, Head, Score, find_probe
+from bpo_core.guard import GuardConfig
+from bpo_core.result import FallbackKind
+from tests.fakes import ScriptedBackend
+
+ADDITION = "Explain the reasoning step by step."
+
+
+class ProbedBackend(ScriptedBackend):
+    """A scripted backend whose learned guard gives each (view, addition) a chosen P(helps) (P(harms) 0.1)."""
+
+    def __init__(self, scores: dict[str, float], respond=None) -> None:
+        super().__init__(respond or (lambda view, style: ADDITION))
+        self.scores = scores
+        self.addition_probe = probe()
+        self.scored: list[tuple[str, str]] = []
+
+    def addition_scores(self, views, additions, fmt):
+        self.scored += list(zip(views, additions))
+        return [Score(self.scores.get(a, self.scores.get(v)), 0.1) for v, a in zip(views, additions)]
+
+
+def probe(min_helps: float = 0.5, max_harms: float = 0.3) -> AdditionProbe:
+    head = Head((1.0, -2.0), 0.0)
+    return AdditionProbe(12, ("end",), (0.0, 0.0), (1.0, 1.0), head, head, min_helps, max_harms, {"note": "test"})
+
+
+def test_an_addition_the_guard_expects_not_to_help_is_dropped_with_a_reason():
+    backend = ProbedBackend({"Prove that sqrt 2 is irrational": 0.2, "Why is the sky blue?": 0.9})
+    low, high = BPOOptimizer(backend).rewrite_batch(["Prove that sqrt 2 is irrational", "Why is the sky blue?"])
+    assert low.optimized == low.original and low.kind is FallbackKind.REJECTED
+    assert low.reason.startswith("the learned guard expects the addition not to help (0.20 < 0.50)")
+    assert high.optimized == "Why is the sky blue?\n\n" + ADDITION and high.addition == ADDITION
+    assert backend.scored == [("Prove that sqrt 2 is irrational", ADDITION), ("Why is the sky blue?", ADDITION)]
+
+
+def test_the_threshold_can_be_overridden_and_the_guard_turned_off():
+    backend = ProbedBackend({"Why is the sky blue?": 0.3})
+    assert not BPOOptimizer(backend).rewrite("Why is the sky blue?").changed
+    lower = BPOOptimizer(backend, guard=GuardConfig(learned_threshold=0.25))
+    assert lower.rewrite("Why is the sky blue?").addition == ADDITION
+    off = BPOOptimizer(backend, guard=GuardConfig(learned=False), cache=False)
+    scored = len(backend.scored)
+    assert off.rewrite("Why is the sky blue?").addition == ADDITION
+    assert len(backend.scored) == scored  # not asked at all
+
+
+def test_a_backend_without_a_guard_keeps_what_the_rules_pass():
+    backend = ScriptedBackend(lambda view, style: ADDITION)
+    assert BPOOptimizer(backend).rewrite("Why is the sky blue?").addition == ADDITION
+
+
+def test_the_guard_picks_the_candidate_most_likely_to_help_among_those_it_keeps():
+    candidates = iter(["Give a short example.", "Explain the reasoning step by step.", "Show the steps."])
+    scores = {"Give a short example.": 0.6, ADDITION: 0.9, "Show the steps.": 0.2}
+    backend = ProbedBackend(scores, respond=lambda view, style: next(candidates))
+    res = BPOOptimizer(backend, n_best=3, add_below=None).rewrite("Why is the sky blue?")
+    assert res.addition == ADDITION
+    assert [a for _, a in backend.scored] == ["Give a short example.", ADDITION, "Show the steps."]
+
+
+def test_probe_heads_are_standardized_logistic_regressions_and_harm_vetoes():
+    p = AdditionProbe(3, ("end",), (1.0, 0.0), (2.0, 1.0), Head((1.0, -2.0), 0.5), Head((0.0, 1.0), -1.0), 0.5, 0.4)
+    z = 0.5 + 1.0 * (3.0 - 1.0) / 2.0 - 2.0 * 0.25
+    score = p.score([3.0, 0.25])
+    assert score.helps == pytest.approx(1 / (1 + math.exp(-z)))
+    assert score.harms == pytest.approx(1 / (1 + math.exp(1.0 - 0.25)))
+    assert p.rejects(Score(0.9, 0.1)) is None
+    assert p.rejects(Score(0.9, 0.4)) == "the learned guard expects the addition to harm (0.40 >= 0.40)"
+    assert p.rejects(Score(0.3, 0.1)) == "the learned guard expects the addition not to help (0.30 < 0.50)"
+    assert p.rejects(Score(0.3, 0.1), min_helps=0.2) is None
+    with pytest.raises(ValueError, match="expects 2 features, got 3"):
+        p.score([1.0, 2.0, 3.0])
+
+
+def test_probe_files_round_trip_and_bad_files_say_so(tmp_path):
+    assert find_probe(tmp_path, None) is None
+    probe().save(tmp_path / PROBE_FILE)
+    assert find_probe(None, tmp_path) == probe()
+    (tmp_path / PROBE_FILE).write_text(json.dumps({"layer": 3}), encoding="utf-8")
+    with pytest.raises(ValueError, match="Not an addition probe file"):
+        find_probe(tmp_path)
+    probe().save(tmp_path / PROBE_FILE)
+    data = json.loads((tmp_path / PROBE_FILE).read_text(encoding="utf-8"))
+    (tmp_path / PROBE_FILE).write_text(json.dumps({**data, "parts": ["middle"]}), encoding="utf-8")
+    with pytest.raises(ValueError, match="middle"):
+        find_probe(tmp_path)
