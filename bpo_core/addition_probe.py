@@ -67,6 +67,8 @@ class AdditionProbe:
     harms: Head
     min_helps: float
     max_harms: float
+    #: The ``add_below`` its thresholds were chosen with; ``add_below="auto"`` uses it.
+    add_below: float | None = None
     #: What the probe was fitted on and how well it did (free-form, for people).
     info: dict[str, Any] | None = None
 
@@ -103,6 +105,7 @@ class AdditionProbe:
                 harms=Head(tuple(data["harms"]["weights"]), float(data["harms"]["bias"])),
                 min_helps=float(data["min_helps"]),
                 max_harms=float(data["max_harms"]),
+                add_below=None if data.get("add_below") is None else float(data["add_below"]),
                 info=data.get("info"),
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -125,6 +128,7 @@ class AdditionProbe:
             "parts": list(self.parts),
             "min_helps": self.min_helps,
             "max_harms": self.max_harms,
+            "add_below": self.add_below,
         }
         if with_info:
             data["info"] = self.info

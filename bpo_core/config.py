@@ -49,10 +49,12 @@ class OptimizerConfig(BaseModel):
     """Longer instructions pass through unchanged (documented, never an error)."""
     n_best: int = Field(default=1, ge=1)
     """Sample this many candidates per prompt and keep the best one the guard accepts."""
-    add_below: float | None = Field(default=0.6, gt=0, le=1)
+    add_below: float | Literal["auto"] | None = "auto"
     """Greedy additions on a local model: make one when the model's probability of adding nothing
     is below this; ``None`` leaves the choice to plain greedy decoding, which adds nothing whenever
-    "nothing" is the single likeliest first token."""
+    "nothing" is the single likeliest first token. ``"auto"``: the value the model's learned
+    addition guard was fitted with (0.6 for the embedded model; see ``bpo_core.addition_probe``),
+    or 0.5 for a model without one or with the learned guard off."""
     timeout_s: float | None = Field(default=None, gt=0)
     """A call that takes longer returns the original prompts (or raises with ``on_error="raise"``)."""
     english_only: bool = True
@@ -80,6 +82,13 @@ class OptimizerConfig(BaseModel):
     def _plain_int(cls, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"must be an int >= 1, got {value!r}")
+        return value
+
+    @field_validator("add_below")
+    @classmethod
+    def _probability(cls, value: Any) -> Any:
+        if isinstance(value, float) and not 0 < value <= 1:
+            raise ValueError(f"must be in (0, 1], 'auto' or None, got {value!r}")
         return value
 
     def with_updates(self, **changes: Any) -> OptimizerConfig:

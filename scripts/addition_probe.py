@@ -340,6 +340,7 @@ def fit(out_dir: Path, add_below: float) -> None:
         harms=Head(tuple(w_h.tolist()), float(b_h)),
         min_helps=min_helps,
         max_harms=max_harms,
+        add_below=add_below,
         info={
             "data": "training_data/addition_guard/labels.jsonl",
             "fitted_by": "python scripts/addition_probe.py fit",
@@ -348,7 +349,6 @@ def fit(out_dir: Path, add_below: float) -> None:
             "l2": l2,
             "cv_auc_helps": round(auc_b, 3),
             "cv_auc_harms": round(auc_h, 3),
-            "add_below": add_below,
             "rules_only_pct": rules_only,
             "with_guard_cv_pct": {k: round(v, 1) for k, v in rates.items()},
             "h_weight": H_WEIGHT,
@@ -363,7 +363,12 @@ def main() -> None:
     parser.add_argument("step", choices=["candidates", "blind", "collect", "features", "fit"])
     parser.add_argument("files", nargs="*")
     parser.add_argument("--limit", type=int)
-    parser.add_argument("--add-below", type=float, help="fit: the add_below the runtime uses (default: the optimizer's)")
+    parser.add_argument(
+        "--add-below",
+        type=float,
+        default=0.6,
+        help="fit: the add_below to choose thresholds for (shipped with the probe)",
+    )
     parser.add_argument("--seed", type=int, help="candidates: sample (mode=stable) with this seed")
     parser.add_argument("--prompts", help="candidates: a jsonl of {id, prompt} instead of the training prompts")
     parser.add_argument("--out", default="cands.jsonl", help="candidates: output file name under runs/probe")
@@ -381,10 +386,7 @@ def main() -> None:
     else:
         from bpo_core.default_model import SHIPPED_ADAPTER
 
-        from bpo_core.config import OptimizerConfig
-
-        add_below = args.add_below if args.add_below is not None else OptimizerConfig().add_below
-        fit(Path(args.files[0]) if args.files else SHIPPED_ADAPTER, float(add_below or 1.0))
+        fit(Path(args.files[0]) if args.files else SHIPPED_ADAPTER, args.add_below)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from bpo_core.addition_probe import AdditionProbe
 from bpo_core.backends import Backend
 from bpo_core.config import OptimizerConfig
 from bpo_core.errors import BPOError
@@ -251,10 +252,11 @@ def _augment(
     views = list(dict.fromkeys(j.view for j in todo))
     raw: dict[str, list[str]] = {v: [""] for v in views}  # "" (nothing to add) unless generated below
     fmt = fmt.with_style("augment")
-    if config.add_below is not None and not settings.do_sample and getattr(backend, "scores_stopping", False):
+    add_below = _add_below(config, backend)
+    if add_below is not None and not settings.do_sample and getattr(backend, "scores_stopping", False):
         # Add or not is one decision (compare "nothing" with all ways to continue), made by the
         # backend in the same pass as the greedy addition; samples only where it adds.
-        greedy = backend.generate(views, fmt, settings.model_copy(update={"nothing_above": config.add_below}))
+        greedy = backend.generate(views, fmt, settings.model_copy(update={"nothing_above": add_below}))
         raw.update((v, [text]) for v, text in zip(views, greedy))
         adding = [v for v, text in zip(views, greedy) if text]
         if config.n_best > 1 and adding:
@@ -303,6 +305,25 @@ def _augment(
         )
 
 
+#: ``add_below="auto"`` without a learned guard to take it from.
+DEFAULT_ADD_BELOW = 0.5
+
+
+def _learned_guard(backend: Backend, config: OptimizerConfig) -> AdditionProbe | None:
+    """The backend's addition probe when the config lets it judge additions, else ``None``."""
+    guard = config.guard
+    if not (guard.enabled and guard.faithfulness and guard.learned):
+        return None
+    return getattr(backend, "addition_probe", None) if hasattr(backend, "addition_scores") else None
+
+
+def _add_below(config: OptimizerConfig, backend: Backend) -> float | None:
+    if config.add_below != "auto":
+        return config.add_below
+    probe = _learned_guard(backend, config)
+    return probe.add_below if probe is not None and probe.add_below is not None else DEFAULT_ADD_BELOW
+
+
 def _pick_additions(
     jobs: list[_Job], passing: dict[int, list[str]], backend: Backend, fmt: PromptFormat, config: OptimizerConfig
 ) -> dict[int, tuple[str | None, str | None]]:
@@ -312,18 +333,17 @@ def _pick_additions(
     (the greedy one) wins. With one, each candidate is scored and the one most likely to help
     among those it keeps wins; when it keeps none, the reason is the greedy candidate's.
     """
-    guard = config.guard
-    probe = getattr(backend, "addition_probe", None)
-    scorer = getattr(backend, "addition_scores", None)
-    if probe is None or scorer is None or not (guard.enabled and guard.faithfulness and guard.learned):
+    probe = _learned_guard(backend, config)
+    if probe is None:
         return {j.index: (passing[j.index][0], None) for j in jobs}
     pairs = [(j, text) for j in jobs for text in passing[j.index]]
+    scorer = backend.addition_scores  # type: ignore[attr-defined]
     scores = scorer([j.view for j, _ in pairs], [text for _, text in pairs], fmt) if pairs else []
     if scores is None:
         return {j.index: (passing[j.index][0], None) for j in jobs}
     best: dict[int, tuple[str | None, str | None, float]] = {}
     for (job, text), score in zip(pairs, scores):
-        why = probe.rejects(score, guard.learned_threshold)
+        why = probe.rejects(score, config.guard.learned_threshold)
         current = best.get(job.index)
         if why is None and (current is None or current[0] is None or score.helps > current[2]):
             best[job.index] = (text, None, score.helps)

@@ -30,9 +30,48 @@ class ProbedBackend(ScriptedBackend):
         return [Score(self.scores.get(a, self.scores.get(v)), 0.1) for v, a in zip(views, additions)]
 
 
-def probe(min_helps: float = 0.5, max_harms: float = 0.3) -> AdditionProbe:
+def probe(min_helps: float = 0.5, max_harms: float = 0.3, add_below: float | None = 0.7) -> AdditionProbe:
     head = Head((1.0, -2.0), 0.0)
-    return AdditionProbe(12, ("end",), (0.0, 0.0), (1.0, 1.0), head, head, min_helps, max_harms, {"note": "test"})
+    return AdditionProbe(
+        12, ("end",), (0.0, 0.0), (1.0, 1.0), head, head, min_helps, max_harms, add_below, {"note": "test"}
+    )
+
+
+class DecidingBackend(ProbedBackend):
+    """Also decides add-or-nothing itself (like HFBackend); records the threshold it was given."""
+
+    scores_stopping = True
+
+    def __init__(self) -> None:
+        super().__init__({}, respond=lambda view, style: ADDITION)
+        self.scores = {ADDITION: 0.9}
+        self.thresholds: list[float | None] = []
+
+    def generate(self, prompts, fmt, settings):
+        self.thresholds.append(settings.nothing_above)
+        return super().generate(prompts, fmt, settings)
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({}, 0.7),  # "auto": the operating point the guard was fitted for
+        ({"guard": GuardConfig(learned=False)}, 0.5),  # no guard to take it from
+        ({"add_below": 0.3}, 0.3),
+        ({"add_below": 0.3, "guard": GuardConfig(learned=False)}, 0.3),
+    ],
+)
+def test_add_below_auto_follows_the_learned_guard(options, expected):
+    backend = DecidingBackend()
+    assert BPOOptimizer(backend, **options).rewrite("Why is the sky blue?").addition == ADDITION
+    assert backend.thresholds == [expected]
+
+
+def test_add_below_is_validated():
+    with pytest.raises(ValueError, match="add_below"):
+        BPOOptimizer(DecidingBackend(), add_below=1.5)
+    with pytest.raises(ValueError, match="add_below"):
+        BPOOptimizer(DecidingBackend(), add_below="sometimes")
 
 
 def test_an_addition_the_guard_expects_not_to_help_is_dropped_with_a_reason():
@@ -71,6 +110,7 @@ def test_the_guard_picks_the_candidate_most_likely_to_help_among_those_it_keeps(
 
 def test_probe_heads_are_standardized_logistic_regressions_and_harm_vetoes():
     p = AdditionProbe(3, ("end",), (1.0, 0.0), (2.0, 1.0), Head((1.0, -2.0), 0.5), Head((0.0, 1.0), -1.0), 0.5, 0.4)
+    assert p.add_below is None
     z = 0.5 + 1.0 * (3.0 - 1.0) / 2.0 - 2.0 * 0.25
     score = p.score([3.0, 0.25])
     assert score.helps == pytest.approx(1 / (1 + math.exp(-z)))

@@ -259,7 +259,9 @@ def test_adding_or_not_is_decided_on_the_probability_of_adding_nothing():
     backend = StopScoringBackend(addition("Give a simple example."), {sure: 0.2, unsure: 0.8})
     results = BPOOptimizer(backend).rewrite_batch([sure, unsure])
     assert results[0].addition == "Give a simple example." and results[1].kind is FallbackKind.NOTHING_TO_ADD
-    assert backend.settings[0].nothing_above == 0.6  # the default add_below; the backend decides, in the same pass
+    assert (
+        backend.settings[0].nothing_above == 0.5
+    )  # add_below='auto' without a learned guard; decided in the same pass
     # add_below=None: plain greedy decides, for every prompt
     plain = StopScoringBackend(addition("Give a simple example."), {sure: 0.2, unsure: 0.8})
     results = BPOOptimizer(plain, add_below=None).rewrite_batch([sure, unsure])
