@@ -148,9 +148,11 @@ def _candidates(
     n_best: int,
     *,
     first: list[str] | None = None,
+    at_least_one: bool = False,
 ) -> list[list[str]]:
     """``n_best`` raw generations per view: with greedy settings the greedy one first (``first``
-    when already generated), then samples."""
+    when already generated), then samples (``at_least_one``: never empty, for views it was
+    already decided to add to)."""
     if n_best == 1:
         return [[text] for text in (first if first is not None else backend.generate(views, fmt, settings))]
     if first is None and not settings.do_sample:
@@ -160,6 +162,8 @@ def _candidates(
         if settings.do_sample
         else settings_for_mode("stable", max_new_tokens=settings.max_new_tokens, seed=settings.seed)
     )
+    if at_least_one:
+        sampled = sampled.model_copy(update={"min_new_tokens": 1})
     extra = n_best - (first is not None)
     raw = backend.generate([v for v in views for _ in range(extra)], fmt, sampled)
     return [([first[k]] if first is not None else []) + raw[k * extra : (k + 1) * extra] for k in range(len(views))]
@@ -263,7 +267,15 @@ def _augment(
             raw.update(
                 zip(
                     adding,
-                    _candidates(adding, backend, fmt, settings, config.n_best, first=[raw[v][0] for v in adding]),
+                    _candidates(
+                        adding,
+                        backend,
+                        fmt,
+                        settings,
+                        config.n_best,
+                        first=[raw[v][0] for v in adding],
+                        at_least_one=True,
+                    ),
                 )
             )
     elif views:

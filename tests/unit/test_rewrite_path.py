@@ -259,17 +259,17 @@ def test_adding_or_not_is_decided_on_the_probability_of_adding_nothing():
     backend = StopScoringBackend(addition("Give a simple example."), {sure: 0.2, unsure: 0.8})
     results = BPOOptimizer(backend).rewrite_batch([sure, unsure])
     assert results[0].addition == "Give a simple example." and results[1].kind is FallbackKind.NOTHING_TO_ADD
-    assert (
-        backend.settings[0].nothing_above == 0.5
-    )  # add_below='auto' without a learned guard; decided in the same pass
+    # add_below="auto" without a learned guard; the backend decides, in the same pass
+    assert backend.settings[0].nothing_above == 0.5
     # add_below=None: plain greedy decides, for every prompt
     plain = StopScoringBackend(addition("Give a simple example."), {sure: 0.2, unsure: 0.8})
     results = BPOOptimizer(plain, add_below=None).rewrite_batch([sure, unsure])
     assert plain.settings[0].nothing_above is None and all(r.addition for r in results)
-    # n_best > 1 samples more candidates only where the model decided to add
+    # n_best > 1 samples more candidates only where the model decided to add, none of them empty
     sampled = StopScoringBackend(addition("Give a simple example."), {sure: 0.2, unsure: 0.8})
     BPOOptimizer(sampled, n_best=3).rewrite_batch([sure, unsure])
-    assert sampled.calls[-1] == ("augment", [sure, sure]) and sampled.settings[-1].do_sample
+    assert sampled.calls[-1] == ("augment", [sure, sure])
+    assert sampled.settings[-1].do_sample and sampled.settings[-1].min_new_tokens == 1
 
 
 def test_prompts_no_model_may_change_never_load_one():
