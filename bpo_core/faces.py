@@ -28,6 +28,25 @@ def resolve_optimizer(optimizer: Any) -> BPOOptimizer:
     return optimizer
 
 
+def reject_optimizer_options(face: str, given: Any, own_fields: Any) -> None:
+    """Raise ``ValueError`` naming where an optimizer option given to a face belongs.
+
+    Faces take a configured optimizer; an option such as ``add_below=`` passed to the face
+    itself would otherwise be dropped or reported only as an unknown field.
+    """
+    from bpo_core.config import OptimizerConfig
+
+    if not isinstance(given, dict):
+        return
+    misplaced = sorted(set(given) & set(OptimizerConfig.model_fields) - set(own_fields))
+    if misplaced:
+        name = misplaced[0]
+        raise ValueError(
+            f"{name!r} is an optimizer option: pass {face}(optimizer=BPOOptimizer.default({name}=...)) "
+            "or any BPOOptimizer configured with it"
+        )
+
+
 class PerCall(Generic[T]):
     """A value each call chain sees on its own (a ``contextvars`` variable per owner).
 

@@ -29,9 +29,10 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableLambda
 from langchain_core.tools import BaseTool
-from pydantic import ConfigDict, Field, PrivateAttr
+from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from bpo_core import BPOOptimizer, OptimizationResult
+from bpo_core.faces import reject_optimizer_options
 from bpo_core.optimizer import resolve_optimizer
 from langchain_bpo.inputs import plan
 
@@ -53,7 +54,14 @@ class BPOChatModel(BaseChatModel):
     rounds: int | None = Field(default=None, ge=1)
     on_error: Literal["fallback", "raise"] = "fallback"
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _optimizer_options_belong_to_the_optimizer(cls, data: Any) -> Any:
+        reject_optimizer_options("BPOChatModel", data, cls.model_fields)
+        return data
+
     _resolved: BPOOptimizer | None = PrivateAttr(default=None)
 
     @property

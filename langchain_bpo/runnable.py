@@ -16,10 +16,10 @@ from langchain_core.callbacks.manager import (
 )
 from langchain_core.runnables import RunnableConfig, RunnableSerializable
 from langchain_core.runnables.config import ensure_config
-from pydantic import ConfigDict, Field, PrivateAttr
+from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from bpo_core import BPOOptimizer, OptimizationResult
-from bpo_core.faces import resolve_optimizer
+from bpo_core.faces import reject_optimizer_options, resolve_optimizer
 from bpo_core.generation import Mode
 from langchain_bpo.inputs import Plan, plan
 
@@ -59,7 +59,14 @@ class BPORunnable(RunnableSerializable[Any, Any]):
     on_error: Literal["fallback", "raise"] = "fallback"
     """``fallback`` passes the prompt through on optimizer failure; ``raise`` raises (for ``with_fallbacks``)."""
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _optimizer_options_belong_to_the_optimizer(cls, data: Any) -> Any:
+        reject_optimizer_options("BPORunnable", data, cls.model_fields)
+        return data
+
     _resolved: BPOOptimizer | None = PrivateAttr(default=None)
 
     @property

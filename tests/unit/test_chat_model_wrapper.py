@@ -160,3 +160,17 @@ def test_optimizer_failure_never_breaks_the_call_unless_asked():
         BPOChatModel(llm=fake(AIMessage("ok")), optimizer=broken, on_error="raise").invoke(QUESTION)
     with pytest.raises(TypeError, match="BPOOptimizer"):
         BPOChatModel(llm=inner, optimizer="nope").invoke(QUESTION)
+
+
+def test_optimizer_options_given_to_a_langchain_face_say_where_they_belong():
+    from pydantic import ValidationError
+
+    from langchain_bpo import BPORunnable
+
+    with pytest.raises(ValidationError, match=r"'add_below' is an optimizer option: pass BPORunnable\(optimizer="):
+        BPORunnable(add_below=0.5)
+    with pytest.raises(ValidationError, match="'guard' is an optimizer option: pass BPOChatModel"):
+        BPOChatModel(llm=GenericFakeChatModel(messages=iter([])), guard=None)
+    with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
+        BPORunnable(input_keys="question")  # a typo is an error, not silently dropped
+    assert BPORunnable(style="augment", mode="greedy", rounds=1).style == "augment"  # the face's own fields
