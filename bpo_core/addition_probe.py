@@ -42,6 +42,23 @@ class Head:
         return 1 / (1 + math.exp(-logit)) if logit > -700 else 0.0
 
 
+@dataclass(frozen=True)
+class Gate:
+    """Before anything is written: the probability that an addition would help this prompt, from
+    the state that predicts the first new token (standardized, one logistic regression)."""
+
+    mean: tuple[float, ...]
+    scale: tuple[float, ...]
+    head: Head
+    #: Write an addition when :meth:`score` is at least this.
+    min_score: float
+
+    def score(self, feature: Sequence[float]) -> float:
+        if len(feature) != len(self.mean):
+            raise ValueError(f"gate expects {len(self.mean)} features, got {len(feature)}")
+        return self.head.probability([(x - m) / s for x, m, s in zip(feature, self.mean, self.scale)])
+
+
 class Score(NamedTuple):
     """The probe's probabilities that an addition makes the answer better, and that it harms."""
 
@@ -67,8 +84,11 @@ class AdditionProbe:
     harms: Head
     min_helps: float
     max_harms: float
-    #: The ``add_below`` its thresholds were chosen with; ``add_below="auto"`` uses it.
+    #: The ``add_below`` its thresholds were chosen with; ``add_below="auto"`` uses it when there is no gate.
     add_below: float | None = None
+    #: Decides whether to write an addition at all (``add_below="auto"``), instead of the model's
+    #: probability of adding nothing.
+    gate: Gate | None = None
     #: What the probe was fitted on and how well it did (free-form, for people).
     info: dict[str, Any] | None = None
 
@@ -106,12 +126,16 @@ class AdditionProbe:
                 min_helps=float(data["min_helps"]),
                 max_harms=float(data["max_harms"]),
                 add_below=None if data.get("add_below") is None else float(data["add_below"]),
+                gate=_gate(data["gate"]) if data.get("gate") else None,
                 info=data.get("info"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"Not an addition probe file: {path} ({type(exc).__name__}: {exc})") from exc
         unknown = set(probe.parts) - set(PARTS)
         sizes = {len(probe.mean), len(probe.scale), len(probe.helps.weights), len(probe.harms.weights)}
+        gate = probe.gate
+        if gate is not None and len({len(gate.mean), len(gate.scale), len(gate.head.weights)}) != 1:
+            raise ValueError(f"Not an addition probe file: {path} (gate sizes differ)")
         if unknown or len(sizes) != 1:
             raise ValueError(f"Not an addition probe file: {path} (unknown parts {sorted(unknown)} or sizes differ)")
         return probe
@@ -138,7 +162,25 @@ class AdditionProbe:
             "helps": {"bias": self.helps.bias, "weights": r(self.helps.weights)},
             "harms": {"bias": self.harms.bias, "weights": r(self.harms.weights)},
         }
+        if self.gate is not None:
+            gate = self.gate
+            data["gate"] = {
+                "min_score": gate.min_score,
+                "mean": r(gate.mean),
+                "scale": r(gate.scale),
+                "head": {"bias": gate.head.bias, "weights": r(gate.head.weights)},
+            }
         return data
+
+
+def _gate(data: dict[str, Any]) -> Gate:
+    head = data["head"]
+    return Gate(
+        tuple(data["mean"]),
+        tuple(data["scale"]),
+        Head(tuple(head["weights"]), float(head["bias"])),
+        float(data["min_score"]),
+    )
 
 
 def find_probe(*folders: str | os.PathLike[str] | None) -> AdditionProbe | None:

@@ -296,10 +296,11 @@ def cached_features(rows: list[dict]) -> dict[int, Any]:
     return {layer: torch.stack([cache[(r["prompt"], r["addition"])][layer] for r in rows]) for layer in LAYERS}
 
 
-def fit(out_dir: Path, add_below: float) -> None:
+def fit(out_dir: Path, add_below: float | None) -> None:
     """Choose the layer, features and L2 by cross-validated AUC (B against N and H, and H against
-    B and N), refit both heads on all judged training additions, choose the thresholds on the
-    cross-validated predictions, and write the probe into ``out_dir``."""
+    B and N), refit both heads on all judged training additions, fit the gate (unless
+    ``add_below`` is given), choose the thresholds on the cross-validated predictions, and write
+    the probe into ``out_dir``."""
     import torch
 
     from bpo_core.addition_probe import PROBE_FILE, AdditionProbe, Head
@@ -321,13 +322,18 @@ def fit(out_dir: Path, add_below: float) -> None:
                 results.append(((auc_b + auc_h) / 2, auc_b, auc_h, layer, parts, l2, helps, harms))
                 print(f"layer {layer:2d} {'+'.join(parts):30s} l2={l2:g}  AUC B {auc_b:.3f}  H {auc_h:.3f}", flush=True)
     _, auc_b, auc_h, layer, parts, l2, helps, harms = max(results, key=lambda r: r[0])
+    print(f"chosen: layer {layer}, {parts}, l2={l2}: AUC B {auc_b:.3f}, H {auc_h:.3f}")
     x = feats[layer][:, _columns(parts, hidden)]
     p_nothing = torch.sigmoid(feats[layer][:, -1]).tolist()
-    min_helps, max_harms, rates = _best_thresholds(helps, harms, p_nothing, labels, len(rows), add_below)
-    before = [lab for lab, p in zip(labels, p_nothing) if p < add_below]
+    before = [lab for lab, p in zip(labels, p_nothing) if p < 0.5]
     rules_only = {k: round(100 * before.count(k) / len(rows), 1) for k in "BNH"}
-    print(f"chosen: layer {layer}, {parts}, l2={l2}: AUC B {auc_b:.3f}, H {auc_h:.3f}")
-    print(f"of {len(rows)} training prompts, add_below={add_below}: rules only {rules_only}")
+    print(f"of {len(rows)} training prompts, rules only (add_below 0.5): {rules_only}")
+    gate = None
+    info: dict[str, Any] = {}
+    if add_below is None:
+        gate, min_helps, max_harms, rates, info = _fit_gate(rows, judged, feats[layer][:, :hidden], layer, helps, harms)
+    else:
+        min_helps, max_harms, rates = _best_thresholds(helps, harms, p_nothing, labels, len(rows), add_below)
     print(f"with the guard (min_helps {min_helps}, max_harms {max_harms}, cross-validated): {rates}")
     mean, scale, w_b, b_b = _fit_lr(x, y_b, l2)
     _, _, w_h, b_h = _fit_lr(x, y_h, l2)
@@ -341,21 +347,104 @@ def fit(out_dir: Path, add_below: float) -> None:
         min_helps=min_helps,
         max_harms=max_harms,
         add_below=add_below,
+        gate=gate,
         info={
             "data": "training_data/addition_guard/labels.jsonl",
-            "fitted_by": "python scripts/addition_probe.py fit",
+            "fitted_by": "python scripts/addition_probe.py fit"
+            + ("" if add_below is None else f" --add-below {add_below}"),
             "judged_additions": len(judged),
             "prompts": len(rows),
             "l2": l2,
             "cv_auc_helps": round(auc_b, 3),
             "cv_auc_harms": round(auc_h, 3),
-            "rules_only_pct": rules_only,
+            "rules_only_add_below_0.5_pct": rules_only,
             "with_guard_cv_pct": {k: round(v, 1) for k, v in rates.items()},
             "h_weight": H_WEIGHT,
+            **info,
         },
     )
     probe.save(out_dir / PROBE_FILE)
     print(f"wrote {out_dir / PROBE_FILE}")
+
+
+#: The gate may send at most this share of prompts to generation: what ``add_below`` 0.6 sent,
+#: so a call's latency stays where it was.
+MAX_WRITTEN = 0.43
+GATE_L2 = [0.3, 1.0, 3.0]
+
+
+def _fit_gate(
+    rows: list[dict], judged: list[dict], prompt_end: Any, layer: int, helps: list[float], harms: list[float]
+) -> tuple[Any, float, float, dict[str, float], dict[str, Any]]:
+    """The gate (P(the addition would be judged B) from the prompt's state), and the thresholds of
+    gate and heads, chosen together on cross-validated predictions.
+
+    It learns from every prompt the model wrote for: the judged additions and the prompts whose
+    addition the clause rules emptied (they count as not better).
+    """
+    import torch
+
+    from bpo_core.addition_probe import Gate, Head
+
+    emptied = [
+        r
+        for r in rows
+        if r["label"] == "U" and r["why"] and r["why"].startswith(("addition named", "the optimizer had nothing"))
+    ]
+    x = torch.cat([prompt_end, _prompt_states(emptied, layer)])
+    labels = [r["label"] for r in judged] + ["U"] * len(emptied)
+    y = torch.tensor([lab == "B" for lab in labels], dtype=torch.float32)
+    fitted = []
+    for l2 in GATE_L2:
+        pred = _cv(x, y, l2)
+        fitted.append((_auc(pred, y.int().tolist()), l2, pred))
+        print(f"gate l2={l2:g}: AUC B {fitted[-1][0]:.3f}", flush=True)
+    auc, l2, pred = max(fitted, key=lambda f: f[0])
+    g = torch.tensor(pred)
+    hp = torch.tensor(helps + [0.0] * len(emptied))
+    hm = torch.tensor(harms + [1.0] * len(emptied))
+    is_b, is_h, is_n = (torch.tensor([lab == k for lab in labels]) for k in "BHN")
+    total = len(rows)
+    best: tuple[float, float, float, float, dict[str, float]] | None = None
+    for min_score in torch.quantile(g, torch.linspace(0.2, 0.9, 71)).tolist():
+        written = g >= min_score
+        if float(written.sum()) / total > MAX_WRITTEN:
+            continue
+        for min_helps in [k / 100 for k in range(5, 80)]:
+            for max_harms in [k / 100 for k in range(5, 55)]:
+                kept = written & (hp >= min_helps) & (hm < max_harms)
+                rates = {k: 100 * float((kept & m).sum()) / total for k, m in (("B", is_b), ("N", is_n), ("H", is_h))}
+                value = rates["B"] - H_WEIGHT * rates["H"]
+                if best is None or value > best[0] + 1e-9:
+                    best = (value, round(min_score, 4), min_helps, max_harms, rates)
+    assert best is not None
+    _, min_score, min_helps, max_harms, rates = best
+    mean, scale, w, b = _fit_lr(x, y, l2)
+    written_pct = 100 * float((g >= min_score).sum()) / total
+    print(f"gate: l2={l2}, AUC {auc:.3f}, min_score {min_score}: writes for {written_pct:.1f}% of prompts")
+    gate = Gate(tuple(mean.tolist()), tuple(scale.tolist()), Head(tuple(w.tolist()), float(b)), min_score)
+    info = {"gate_l2": l2, "gate_cv_auc": round(auc, 3), "gate_written_pct": round(written_pct, 1)}
+    return gate, min_helps, max_harms, rates, info
+
+
+def _prompt_states(rows: list[dict], layer: int) -> Any:
+    """The state that predicts the first new token, at ``layer``, per row's prompt (cached)."""
+    import torch
+
+    from bpo_core.rewrite.segment import segment
+
+    path = RUNS / f"prompt_states_{layer}.pt"
+    cache: dict[str, Any] = torch.load(path) if path.is_file() else {}
+    todo = [r for r in rows if r["prompt"] not in cache]
+    if todo:
+        backend, fmt = _load_model()
+        for r in todo:
+            ids = fmt.encode(segment(r["prompt"]).view(), backend.tokenizer)
+            with torch.inference_mode():
+                out = backend.model(input_ids=torch.tensor([ids]), output_hidden_states=True)
+            cache[r["prompt"]] = out.hidden_states[layer][0, -1].float()
+        torch.save(cache, path)
+    return torch.stack([cache[r["prompt"]] for r in rows])
 
 
 def main() -> None:
@@ -366,8 +455,7 @@ def main() -> None:
     parser.add_argument(
         "--add-below",
         type=float,
-        default=0.6,
-        help="fit: the add_below to choose thresholds for (shipped with the probe)",
+        help="fit: no gate; choose the thresholds for this add_below instead (shipped with the probe)",
     )
     parser.add_argument("--seed", type=int, help="candidates: sample (mode=stable) with this seed")
     parser.add_argument("--prompts", help="candidates: a jsonl of {id, prompt} instead of the training prompts")

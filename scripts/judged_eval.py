@@ -78,8 +78,15 @@ def outputs(name: str, style: str | None) -> None:
 
 def blind(names: list[str]) -> None:
     """Changed candidates of the systems, shuffled under hashed ids, in slices. A candidate that
-    several systems made alike (same prompt, same text) is judged once and counts for each."""
+    several systems made alike (same prompt, same text) is judged once and counts for each.
+
+    Labels already in ``blind/`` for candidates still made are kept (``out_00.jsonl`` after
+    this); only new candidates go to new slices, so a changed system is judged where it changed.
+    """
     rows = {r["id"]: r for r in _jsonl(DIR / "prompts.jsonl")}
+    folder = DIR / "blind"
+    folder.mkdir(parents=True, exist_ok=True)
+    judged = {r["id"]: r for path in sorted(folder.glob("out_*.jsonl")) for r in _jsonl(path)}
     items, key = [], {}
     for name in names:
         for out in _jsonl(DIR / "outputs" / f"{name}.jsonl"):
@@ -91,15 +98,19 @@ def blind(names: list[str]) -> None:
                 key[blind_id] = []
                 items.append({"id": blind_id, "original": original, "candidate": out["optimized"]})
             key[blind_id].append({"system": name, "id": out["id"]})
-    random.Random(11).shuffle(items)
-    folder = DIR / "blind"
-    folder.mkdir(parents=True, exist_ok=True)
+    kept = [i for i in items if i["id"] in judged]
+    new = [i for i in items if i["id"] not in judged]
+    random.Random(11).shuffle(new)
     for old in folder.glob("*.jsonl"):
         old.unlink()
     (folder / "key.json").write_text(json.dumps(key, indent=0), encoding="utf-8")
-    for k in range(0, len(items), CHUNK):
-        _write(folder / f"in_{k // CHUNK:02d}.jsonl", items[k : k + CHUNK])
-    print(f"{len(items)} candidates in {(len(items) + CHUNK - 1) // CHUNK} slices")
+    slices = [kept] if kept else []
+    slices += [new[k : k + CHUNK] for k in range(0, len(new), CHUNK)]
+    for n, part in enumerate(slices):
+        _write(folder / f"in_{n:02d}.jsonl", part)
+    if kept:
+        _write(folder / "out_00.jsonl", [judged[i["id"]] for i in kept])
+    print(f"{len(items)} candidates: {len(kept)} already judged, {len(new)} new in {len(slices) - bool(kept)} slices")
 
 
 def report() -> None:

@@ -25,6 +25,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from typing import Any, TypeVar
@@ -138,6 +139,12 @@ def _ensure_started() -> None:
             _thread.start()
 
 
+#: Idle work starts only after the thread has had no job for this long: a call's jobs (gate,
+#: generation, scoring) come with short gaps between them, which idle work would otherwise fill.
+IDLE_AFTER_S = 0.25
+_last_job_end = 0.0
+
+
 def _next_job() -> tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
     """The next job; idle work runs, a step at a time, while there is none."""
     while True:
@@ -145,8 +152,13 @@ def _next_job() -> tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[
             step = _idle[0] if _idle and not _stopping else None
         if step is None:
             return _jobs.get()
+        quiet_for = time.monotonic() - _last_job_end
         with contextlib.suppress(queue.Empty):
+            if quiet_for < IDLE_AFTER_S:
+                return _jobs.get(timeout=IDLE_AFTER_S - quiet_for)
             return _jobs.get_nowait()
+        if quiet_for < IDLE_AFTER_S:
+            continue
         try:
             done = step()
         except Exception:
@@ -159,6 +171,7 @@ def _next_job() -> tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[
 
 
 def _serve() -> None:
+    global _last_job_end
     while True:
         future, fn, args, kwargs = _next_job()
         if not future.set_running_or_notify_cancel():
@@ -167,6 +180,7 @@ def _serve() -> None:
             future.set_result(fn(*args, **kwargs))
         except BaseException as exc:  # the caller gets every error; the thread lives on
             future.set_exception(exc)
+        _last_job_end = time.monotonic()
         waits.beat()
 
 

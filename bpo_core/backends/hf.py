@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bpo_core.addition_probe import AdditionProbe, Score, features, find_probe, summarize
+from bpo_core.addition_probe import AdditionProbe, Score, find_probe, summarize
 from bpo_core.backends.continuous import ContinuousDecoder
 from bpo_core.backends.decode import greedy_decode, supports
 from bpo_core.backends.engine_thread import load_on_engine, run_on_engine, when_idle
@@ -184,36 +184,53 @@ class HFBackend:
     def _addition_scores(
         self, probe: AdditionProbe, views: list[str], additions: list[str], fmt: PromptFormat
     ) -> list[Score]:
-        import torch
-
         scores = []
         with self._lock:
-            prefix = self._template_prefix(fmt) if self.lean_forward else []
             for view, addition in zip(views, additions):
                 prompt_ids = self._encode([view], fmt)[0]
                 addition_ids = list(self.tokenizer(addition, add_special_tokens=False)["input_ids"])
-                shared = prefix if prompt_ids[: len(prefix)] == prefix and len(prompt_ids) > len(prefix) else []
-                try:
-                    with torch.inference_mode():
-                        if self.lean_forward:
-                            rest = prompt_ids[len(shared) :] + addition_ids
-                            states = self._continuous_decoder().lean.hidden_states(shared, rest, probe.layer)
-                            feature = summarize(states, len(prompt_ids) - len(shared), probe.parts)
-                        else:
-                            eos = self.tokenizer.eos_token_id
-                            got, _ = features(
-                                self.model,
-                                prompt_ids,
-                                addition_ids,
-                                eos_id=eos,
-                                layers=[probe.layer],
-                                parts=probe.parts,
-                            )
-                            feature = got[probe.layer]
-                except Exception as exc:
-                    raise GenerationError(f"Scoring an addition failed: {exc}") from exc
-                scores.append(probe.score(feature))
+                states = self._probe_states(probe, prompt_ids, addition_ids, fmt)
+                cut = len(states) - len(addition_ids)
+                scores.append(probe.score(summarize(states, cut, probe.parts)))
         return scores
+
+    def addition_gate_scores(self, views: list[str], fmt: PromptFormat) -> list[float] | None:
+        """The probe's gate: per view, the probability that an addition would help (``None``: no gate).
+
+        One forward per view through the probe's layer only (see :meth:`addition_scores`).
+        """
+        probe = self.addition_probe
+        if probe is None or probe.gate is None:
+            return None
+        return run_on_engine(self._gate_scores, probe, views, fmt) if views else []
+
+    def _gate_scores(self, probe: AdditionProbe, views: list[str], fmt: PromptFormat) -> list[float]:
+        assert probe.gate is not None
+        scores = []
+        with self._lock:
+            for view in views:
+                state = self._probe_states(probe, self._encode([view], fmt)[0], [], fmt)[-1]
+                scores.append(probe.gate.score(state.float().tolist()))
+        return scores
+
+    def _probe_states(
+        self, probe: AdditionProbe, prompt_ids: list[int], addition_ids: list[int], fmt: PromptFormat
+    ) -> Any:
+        """Hidden states at the probe's layer over the prompt (after the template prefix, whose KV
+        is cached on the lean forward) and the addition; transformers' forward elsewhere."""
+        import torch
+
+        try:
+            with torch.inference_mode():
+                if self.lean_forward:
+                    prefix = self._template_prefix(fmt)
+                    shared = prefix if prompt_ids[: len(prefix)] == prefix and len(prompt_ids) > len(prefix) else []
+                    rest = prompt_ids[len(shared) :] + addition_ids
+                    return self._continuous_decoder().lean.hidden_states(shared, rest, probe.layer)
+                ids = torch.tensor([prompt_ids + addition_ids], dtype=torch.long, device=self.model.device)
+                return self.model(input_ids=ids, output_hidden_states=True).hidden_states[probe.layer][0]
+        except Exception as exc:
+            raise GenerationError(f"Scoring an addition failed: {exc}") from exc
 
     def stop_probability(self, prompts: list[str], fmt: PromptFormat) -> list[float]:
         """The model's probability of ending at once (its first new token is end-of-text), per prompt.

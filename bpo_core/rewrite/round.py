@@ -253,10 +253,20 @@ def _augment(
     settings = settings.model_copy(
         update={"max_new_tokens": min(settings.max_new_tokens, ADDITION_MAX_NEW_TOKENS), "min_new_tokens_extra": None}
     )
+    fmt = fmt.with_style("augment")
     views = list(dict.fromkeys(j.view for j in todo))
     raw: dict[str, list[str]] = {v: [""] for v in views}  # "" (nothing to add) unless generated below
-    fmt = fmt.with_style("augment")
     add_below = _add_below(config, backend)
+    gated = _gate(views, backend, fmt, config)
+    if gated is not None:  # the learned gate decided instead; what it lets through gets an addition
+        for job in todo:
+            if job.view in gated:
+                _nothing(results, job, because, gated[job.view])
+        todo = [j for j in todo if j.view not in gated]
+        views = [v for v in views if v not in gated]
+        add_below = 1.0
+        if not todo:
+            return
     if add_below is not None and not settings.do_sample and getattr(backend, "scores_stopping", False):
         # Add or not is one decision (compare "nothing" with all ways to continue), made by the
         # backend in the same pass as the greedy addition; samples only where it adds.
@@ -327,6 +337,23 @@ def _learned_guard(backend: Backend, config: OptimizerConfig) -> AdditionProbe |
     if not (guard.enabled and guard.faithfulness and guard.learned):
         return None
     return getattr(backend, "addition_probe", None) if hasattr(backend, "addition_scores") else None
+
+
+def _gate(views: list[str], backend: Backend, fmt: PromptFormat, config: OptimizerConfig) -> dict[str, str] | None:
+    """With ``add_below="auto"`` and a learned gate: the views it closes, with the reason (else ``None``)."""
+    probe = _learned_guard(backend, config)
+    if config.add_below != "auto" or probe is None or probe.gate is None or not views:
+        return None
+    scorer = getattr(backend, "addition_gate_scores", None)
+    scores = scorer(views, fmt) if scorer is not None else None
+    if scores is None:
+        return None
+    floor = probe.gate.min_score
+    return {
+        v: f"the learned guard expects no addition to help ({p:.2f} < {floor:.2f})"
+        for v, p in zip(views, scores)
+        if p < floor
+    }
 
 
 def _add_below(config: OptimizerConfig, backend: Backend) -> float | None:

@@ -40,6 +40,29 @@ def test_the_embedded_model_ships_a_guard_and_its_fast_path_matches_the_referenc
         assert got.helps == pytest.approx(want.helps, abs=1e-4) and got.harms == pytest.approx(want.harms, abs=1e-4)
 
 
+def test_the_shipped_gate_reads_the_same_state_as_the_reference_forward(backend):
+    import torch
+
+    probe = backend.addition_probe
+    assert probe.gate is not None
+    fmt = ChatFormat().with_style("augment")
+    prompts = CONTRADICTED + HELPED
+    fast = backend.addition_gate_scores(prompts, fmt)
+    for prompt, got in zip(prompts, fast):
+        ids = torch.tensor([fmt.encode(prompt, backend.tokenizer)])
+        with torch.inference_mode():
+            state = backend.model(input_ids=ids, output_hidden_states=True).hidden_states[probe.layer][0, -1]
+        assert got == pytest.approx(probe.gate.score(state.tolist()), abs=1e-4)
+
+
+def test_by_default_the_gate_decides_and_says_why(backend):
+    results = BPOOptimizer(backend, cache=False).rewrite_batch(["Thanks, that was all!", *CONTRADICTED, *HELPED])
+    for res in results[:3]:  # nothing would help: nothing is written
+        assert res.optimized == res.original and res.kind is FallbackKind.NOTHING_TO_ADD
+        assert res.reason.startswith("the learned guard expects no addition to help")
+    assert all(r.addition and r.optimized.startswith(r.original) for r in results[3:])
+
+
 def test_the_guard_drops_additions_that_contradict_the_request_and_keeps_helpful_ones(backend):
     prompts = CONTRADICTED + HELPED
     guarded = BPOOptimizer(backend, add_below=1.0, cache=False).rewrite_batch(prompts)

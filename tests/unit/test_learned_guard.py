@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 
 from bpo_core import BPOOptimizer
-from bpo_core.addition_probe import PROBE_FILE, AdditionProbe, Head, Score, find_probe
+from bpo_core.addition_probe import PROBE_FILE, AdditionProbe, Gate, Head, Score, find_probe
 from bpo_core.guard import GuardConfig
 from bpo_core.result import FallbackKind
 from tests.fakes import ScriptedBackend
@@ -33,7 +34,7 @@ class ProbedBackend(ScriptedBackend):
 def probe(min_helps: float = 0.5, max_harms: float = 0.3, add_below: float | None = 0.7) -> AdditionProbe:
     head = Head((1.0, -2.0), 0.0)
     return AdditionProbe(
-        12, ("end",), (0.0, 0.0), (1.0, 1.0), head, head, min_helps, max_harms, add_below, {"note": "test"}
+        12, ("end",), (0.0, 0.0), (1.0, 1.0), head, head, min_helps, max_harms, add_below, info={"note": "test"}
     )
 
 
@@ -65,6 +66,37 @@ def test_add_below_auto_follows_the_learned_guard(options, expected):
     backend = DecidingBackend()
     assert BPOOptimizer(backend, **options).rewrite("Why is the sky blue?").addition == ADDITION
     assert backend.thresholds == [expected]
+
+
+class GatedBackend(DecidingBackend):
+    """Its guard has a gate that scores each view (chosen by the test)."""
+
+    def __init__(self, gate_scores: dict[str, float]) -> None:
+        super().__init__()
+        self.addition_probe = replace(probe(), gate=Gate((0.0,), (1.0,), Head((1.0,), 0.0), 0.4))
+        self.gate_scores = gate_scores
+        self.gated: list[str] = []
+
+    def addition_gate_scores(self, views, fmt):
+        self.gated += views
+        return [self.gate_scores[v] for v in views]
+
+
+def test_the_gate_decides_which_prompts_get_an_addition_written():
+    backend = GatedBackend({"Why is the sky blue?": 0.8, "Thanks!": 0.1})
+    helped, thanked = BPOOptimizer(backend).rewrite_batch(["Why is the sky blue?", "Thanks!"])
+    assert helped.addition == ADDITION
+    assert thanked.optimized == "Thanks!" and thanked.kind is FallbackKind.NOTHING_TO_ADD
+    assert thanked.reason == "the learned guard expects no addition to help (0.10 < 0.40)"
+    assert backend.calls == [("augment", ["Why is the sky blue?"])]  # nothing written for the other
+    assert backend.thresholds == [1.0]  # what the gate lets through gets an addition
+
+
+def test_an_explicit_add_below_or_the_guard_off_bypasses_the_gate():
+    for options in ({"add_below": 0.5}, {"guard": GuardConfig(learned=False)}):
+        backend = GatedBackend({"Thanks!": 0.1})
+        assert BPOOptimizer(backend, **options).rewrite("Thanks!").addition == ADDITION
+        assert backend.gated == [] and backend.thresholds == [0.5]
 
 
 def test_add_below_is_validated():
@@ -129,6 +161,14 @@ def test_probe_files_round_trip_and_bad_files_say_so(tmp_path):
     assert find_probe(None, tmp_path) == probe()
     (tmp_path / PROBE_FILE).write_text(json.dumps({"layer": 3}), encoding="utf-8")
     with pytest.raises(ValueError, match="Not an addition probe file"):
+        find_probe(tmp_path)
+    gated = replace(probe(), gate=Gate((1.0, 2.0), (0.5, 1.0), Head((0.3, -0.1), 0.2), 0.35))
+    gated.save(tmp_path / PROBE_FILE)
+    assert find_probe(tmp_path) == gated and gated.digest() != probe().digest()
+    data = json.loads((tmp_path / PROBE_FILE).read_text(encoding="utf-8"))
+    data["gate"]["mean"] = [1.0]
+    (tmp_path / PROBE_FILE).write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(ValueError, match="gate sizes differ"):
         find_probe(tmp_path)
     probe().save(tmp_path / PROBE_FILE)
     data = json.loads((tmp_path / PROBE_FILE).read_text(encoding="utf-8"))
