@@ -115,7 +115,8 @@ def _quiet_progress() -> Iterator[None]:
 def when_idle(step: Callable[[], bool]) -> None:
     """Call ``step()`` on the engine thread while it has no job, until it returns ``True`` (done).
 
-    Each call should take tens of milliseconds at most: a job that arrives waits for it to end.
+    Steps start once the thread has had no job for ``IDLE_AFTER_S``. Each call should take tens
+    of milliseconds at most: a job that arrives waits for it to end.
     An error ends the work (logged). With the engine thread off, idle work is not run.
     """
     if not enabled():
