@@ -259,26 +259,29 @@ def _cv(x: Any, y: Any, l2: float) -> list[float]:
 
 
 def _best_thresholds(
-    helps: list[float], harms: list[float], p_nothing: list[float], labels: list[str], total: int, add_below: float
-) -> tuple[float, float, dict[str, float]]:
-    """(min_helps, max_harms) with the most B - H_WEIGHT * H over ``total`` prompts, and the rates (%).
+    helps: list[float], harms: list[float], labels: list[str], total: int, writes: list[tuple[float | None, Any]]
+) -> tuple[float | None, float, float, dict[str, float]]:
+    """The choice with the most B - H_WEIGHT * H over ``total`` prompts, as (gate threshold,
+    min_helps, max_harms, the kept rates in %).
 
-    Only additions the runtime would generate count (P(nothing) below ``add_below``).
+    ``writes``: the candidate (gate threshold, which rows get an addition written) pairs; the
+    heads' thresholds are searched for each.
     """
-    best: tuple[float, float, float, dict[str, float]] | None = None
-    for min_helps in [k / 100 for k in range(5, 80)]:
-        for max_harms in [k / 100 for k in range(5, 55)]:
-            kept = [
-                lab
-                for h, x, p, lab in zip(helps, harms, p_nothing, labels)
-                if h >= min_helps and x < max_harms and p < add_below
-            ]
-            rates = {k: 100 * kept.count(k) / total for k in "BNH"}
-            value = rates["B"] - H_WEIGHT * rates["H"]
-            if best is None or value > best[2] + 1e-9:
-                best = (min_helps, max_harms, value, rates)
+    import torch
+
+    hp, hm = torch.tensor(helps), torch.tensor(harms)
+    masks = {k: torch.tensor([lab == k for lab in labels]) for k in "BNH"}
+    best: tuple[float, float | None, float, float, dict[str, float]] | None = None
+    for min_score, written in writes:
+        for min_helps in [k / 100 for k in range(5, 80)]:
+            for max_harms in [k / 100 for k in range(5, 55)]:
+                kept = written & (hp >= min_helps) & (hm < max_harms)
+                rates = {k: 100 * float((kept & m).sum()) / total for k, m in masks.items()}
+                value = rates["B"] - H_WEIGHT * rates["H"]
+                if best is None or value > best[0] + 1e-9:
+                    best = (value, min_score, min_helps, max_harms, rates)
     assert best is not None
-    return best[0], best[1], best[3]
+    return best[1:]
 
 
 def cached_features(rows: list[dict]) -> dict[int, Any]:
@@ -333,7 +336,8 @@ def fit(out_dir: Path, add_below: float | None) -> None:
     if add_below is None:
         gate, min_helps, max_harms, rates, info = _fit_gate(rows, judged, feats[layer][:, :hidden], layer, helps, harms)
     else:
-        min_helps, max_harms, rates = _best_thresholds(helps, harms, p_nothing, labels, len(rows), add_below)
+        written = torch.tensor([p < add_below for p in p_nothing])
+        _, min_helps, max_harms, rates = _best_thresholds(helps, harms, labels, len(rows), [(None, written)])
     print(f"with the guard (min_helps {min_helps}, max_harms {max_harms}, cross-validated): {rates}")
     mean, scale, w_b, b_b = _fit_lr(x, y_b, l2)
     _, _, w_h, b_h = _fit_lr(x, y_h, l2)
@@ -401,24 +405,13 @@ def _fit_gate(
         print(f"gate l2={l2:g}: AUC B {fitted[-1][0]:.3f}", flush=True)
     auc, l2, pred = max(fitted, key=lambda f: f[0])
     g = torch.tensor(pred)
-    hp = torch.tensor(helps + [0.0] * len(emptied))
-    hm = torch.tensor(harms + [1.0] * len(emptied))
-    is_b, is_h, is_n = (torch.tensor([lab == k for lab in labels]) for k in "BHN")
     total = len(rows)
-    best: tuple[float, float, float, float, dict[str, float]] | None = None
-    for min_score in torch.quantile(g, torch.linspace(0.2, 0.9, 71)).tolist():
-        written = g >= min_score
-        if float(written.sum()) / total > MAX_WRITTEN:
-            continue
-        for min_helps in [k / 100 for k in range(5, 80)]:
-            for max_harms in [k / 100 for k in range(5, 55)]:
-                kept = written & (hp >= min_helps) & (hm < max_harms)
-                rates = {k: 100 * float((kept & m).sum()) / total for k, m in (("B", is_b), ("N", is_n), ("H", is_h))}
-                value = rates["B"] - H_WEIGHT * rates["H"]
-                if best is None or value > best[0] + 1e-9:
-                    best = (value, round(min_score, 4), min_helps, max_harms, rates)
-    assert best is not None
-    _, min_score, min_helps, max_harms, rates = best
+    writes = [(round(t, 4), g >= t) for t in torch.quantile(g, torch.linspace(0.2, 0.9, 71)).tolist()]
+    writes = [(t, written) for t, written in writes if float(written.sum()) / total <= MAX_WRITTEN]
+    min_score, min_helps, max_harms, rates = _best_thresholds(
+        helps + [0.0] * len(emptied), harms + [1.0] * len(emptied), labels, total, writes
+    )
+    assert min_score is not None
     mean, scale, w, b = _fit_lr(x, y, l2)
     written_pct = 100 * float((g >= min_score).sum()) / total
     print(f"gate: l2={l2}, AUC {auc:.3f}, min_score {min_score}: writes for {written_pct:.1f}% of prompts")
