@@ -30,20 +30,10 @@ SHARED = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
+from faithful_data import read_jsonl, write_jsonl  # noqa: E402
+
 SLICE = 200
 HH_SAMPLE = 300
-
-
-def _jsonl(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def _write(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
 def training_prompts() -> list[dict]:
@@ -51,7 +41,7 @@ def training_prompts() -> list[dict]:
 
     rows = [
         {"id": f"op-{i:04d}", "source": "oneprompted/train", "prompt": r["prompt"]}
-        for i, r in enumerate(_jsonl(SHARED / "oneprompted" / "train.jsonl"))
+        for i, r in enumerate(read_jsonl(SHARED / "oneprompted" / "train.jsonl"))
     ]
     bpo = json.loads((SHARED / "bpo" / "train_val300.json").read_text(encoding="utf-8"))
     rows += [
@@ -73,7 +63,7 @@ def candidates(limit: int | None, prompts_file: str | None, out_name: str, seed:
     from bpo_core import BPOOptimizer
     from bpo_core.guard import GuardConfig
 
-    rows = (_jsonl(Path(prompts_file)) if prompts_file else training_prompts())[:limit]
+    rows = (read_jsonl(Path(prompts_file)) if prompts_file else training_prompts())[:limit]
     optimizer = BPOOptimizer.default(add_below=1.0, guard=GuardConfig(learned=False), seed=seed, cache=False)
     mode = "stable" if seed is not None else None
     out = []
@@ -102,7 +92,7 @@ def blind(extra: list[str], final: bool) -> None:
     key = json.loads(key_path.read_text(encoding="utf-8")) if key_path.is_file() else {}
     items = []
     for path in [RUNS / "cands.jsonl", *map(Path, extra)]:
-        for r in _jsonl(path):
+        for r in read_jsonl(path):
             blind_id = hashlib.sha1(f"{path.name}:{r['id']}".encode()).hexdigest()[:10]
             if r["optimized"] != r["prompt"] and blind_id not in key:
                 items.append((blind_id, {"file": path.name, "id": r["id"]}, r))
@@ -110,7 +100,7 @@ def blind(extra: list[str], final: bool) -> None:
     n = len(list(folder.glob("in_*.jsonl")))
     while len(items) >= SLICE or (final and items):
         part, items = items[:SLICE], items[SLICE:]
-        _write(
+        write_jsonl(
             folder / f"in_{n:02d}.jsonl",
             [{"id": b, "original": r["prompt"], "candidate": r["optimized"]} for b, _, r in part],
         )
@@ -124,8 +114,8 @@ def collect() -> None:
     """Judges' labels of the training candidates -> the committed ``labels.jsonl`` (dev items stay in runs/)."""
     folder = RUNS / "blind"
     key = json.loads((folder / "key.json").read_text(encoding="utf-8"))
-    labels = {r["id"]: r for path in sorted(folder.glob("out_*.jsonl")) for r in _jsonl(path)}
-    sliced = {r["id"] for path in folder.glob("in_*.jsonl") for r in _jsonl(path)}
+    labels = {r["id"]: r for path in sorted(folder.glob("out_*.jsonl")) for r in read_jsonl(path)}
+    sliced = {r["id"] for path in folder.glob("in_*.jsonl") for r in read_jsonl(path)}
     missing = sliced - set(labels)
     if missing:
         sys.exit(f"{len(missing)} sliced items have no label yet (e.g. {sorted(missing)[:3]})")
@@ -133,7 +123,7 @@ def collect() -> None:
     by_file: dict[str, dict[str, dict]] = {}
     for blind_id, k in key.items():
         by_file.setdefault(k["file"], {})[k["id"]] = labels[blind_id]
-    cands = _jsonl(RUNS / "cands.jsonl")
+    cands = read_jsonl(RUNS / "cands.jsonl")
     out = []
     for r in cands:
         judged = by_file.get("cands.jsonl", {}).get(r["id"])
@@ -150,12 +140,12 @@ def collect() -> None:
                 "why": judged["why"] if judged else r["reason"],
             }
         )
-    _write(DATA / "labels.jsonl", out)
+    write_jsonl(DATA / "labels.jsonl", out)
     counts = {k: sum(r["label"] == k for r in out) for k in "BNHU"}
     print(f"{len(out)} prompts: {counts} ({len(rows)} judged in all)")
     for name, judged in by_file.items():
         if name != "cands.jsonl":
-            _write(RUNS / f"labels_{name}", [{**v, "id": i} for i, v in judged.items()])
+            write_jsonl(RUNS / f"labels_{name}", [{**v, "id": i} for i, v in judged.items()])
 
 
 def _load_model():  # noqa: ANN202
@@ -308,7 +298,7 @@ def fit(out_dir: Path, add_below: float | None) -> None:
 
     from bpo_core.addition_probe import PROBE_FILE, AdditionProbe, Head
 
-    rows = _jsonl(DATA / "labels.jsonl")
+    rows = read_jsonl(DATA / "labels.jsonl")
     judged = [r for r in rows if r["label"] in "BNH" and r["addition"]]
     feats = cached_features(judged)
     labels = [r["label"] for r in judged]
@@ -463,7 +453,7 @@ def main() -> None:
         collect()
     elif args.step == "features":  # precompute (fit computes what is missing anyway)
         for name in args.files or ["cands.jsonl"]:
-            cached_features([r for r in _jsonl(RUNS / name) if r["addition"]])
+            cached_features([r for r in read_jsonl(RUNS / name) if r["addition"]])
     else:
         from bpo_core.default_model import SHIPPED_ADAPTER
 

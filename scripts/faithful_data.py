@@ -88,12 +88,15 @@ def build_inputs() -> None:
     print(f"{len(items)} teacher inputs -> {OUT / 'sources.jsonl'}")
 
 
-def _jsonl(path: Path) -> list[dict]:
+def read_jsonl(path: Path) -> list[dict]:
+    """One dict per non-blank line (the scripts' data files)."""
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    """``rows`` one JSON object a line, UTF-8 kept readable; the folder is made if missing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -102,33 +105,33 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
 def collect() -> None:
     """Merge the teacher's and the judges' chunk files; un-blind the judgements with the key."""
     runs = ROOT / "runs" / "faithful"
-    teacher = [row for path in sorted((runs / "teacher").glob("out_*.jsonl")) for row in _jsonl(path)]
-    ids = [row["id"] for row in _jsonl(OUT / "sources.jsonl")]
+    teacher = [row for path in sorted((runs / "teacher").glob("out_*.jsonl")) for row in read_jsonl(path)]
+    ids = [row["id"] for row in read_jsonl(OUT / "sources.jsonl")]
     by_id = {row["id"]: row for row in teacher}
     assert sorted(by_id) == sorted(ids), "teacher outputs do not match the sources one to one"
-    _write_jsonl(OUT / "teacher_outputs.jsonl", [{k: by_id[i][k] for k in ("id", "augment", "rewrite")} for i in ids])
+    write_jsonl(OUT / "teacher_outputs.jsonl", [{k: by_id[i][k] for k in ("id", "augment", "rewrite")} for i in ids])
     key = json.loads((runs / "judge" / "key.json").read_text(encoding="utf-8"))
-    labels = {row["id"]: row for path in sorted((runs / "judge").glob("out_*.jsonl")) for row in _jsonl(path)}
+    labels = {row["id"]: row for path in sorted((runs / "judge").glob("out_*.jsonl")) for row in read_jsonl(path)}
     assert set(labels) == set(key), "every judged item must come back exactly once"
     rows = [
         {"id": key[j]["id"], "style": key[j]["kind"], "label": labels[j]["label"], "why": labels[j]["why"]}
         for j in sorted(key, key=lambda j: (ids.index(key[j]["id"]), key[j]["kind"]))
     ]
-    _write_jsonl(OUT / "judgements.jsonl", rows)
+    write_jsonl(OUT / "judgements.jsonl", rows)
     print(f"{len(by_id)} teacher outputs, {len(rows)} judgements")
-    generic = {row["id"]: row for path in sorted((runs / "teacher2").glob("out_*.jsonl")) for row in _jsonl(path)}
-    asked = [row["id"] for path in sorted((runs / "teacher2").glob("in_*.jsonl")) for row in _jsonl(path)]
+    generic = {row["id"]: row for path in sorted((runs / "teacher2").glob("out_*.jsonl")) for row in read_jsonl(path)}
+    asked = [row["id"] for path in sorted((runs / "teacher2").glob("in_*.jsonl")) for row in read_jsonl(path)]
     assert sorted(generic) == sorted(asked), "generic teacher outputs do not match its inputs one to one"
-    _write_jsonl(OUT / "generic_outputs.jsonl", [{"id": i, "addition": generic[i]["addition"]} for i in asked])
+    write_jsonl(OUT / "generic_outputs.jsonl", [{"id": i, "addition": generic[i]["addition"]} for i in asked])
     key = json.loads((runs / "judge2" / "key.json").read_text(encoding="utf-8"))
-    labels = {row["id"]: row for path in sorted((runs / "judge2").glob("out_*.jsonl")) for row in _jsonl(path)}
+    labels = {row["id"]: row for path in sorted((runs / "judge2").glob("out_*.jsonl")) for row in read_jsonl(path)}
     assert set(labels) == set(key), "every judged generic addition must come back exactly once"
     order = {i: n for n, i in enumerate(asked)}
     rows = [
         {"id": key[j], "label": labels[j]["label"], "why": labels[j]["why"]}
         for j in sorted(key, key=lambda j: order[key[j]])
     ]
-    _write_jsonl(OUT / "generic_judgements.jsonl", rows)
+    write_jsonl(OUT / "generic_judgements.jsonl", rows)
     print(f"{len(generic)} generic additions, {len(rows)} judged")
 
 
@@ -143,9 +146,9 @@ def build_pairs() -> None:
     from bpo_core.rewrite.faithfulness import check_addition, check_rewrite
 
     checks = {"augment": check_addition, "rewrite": check_rewrite}
-    sources = _jsonl(OUT / "sources.jsonl")
-    teacher = {row["id"]: row for row in _jsonl(OUT / "teacher_outputs.jsonl")}
-    labels = {(row["id"], row["style"]): row["label"] for row in _jsonl(OUT / "judgements.jsonl")}
+    sources = read_jsonl(OUT / "sources.jsonl")
+    teacher = {row["id"]: row for row in read_jsonl(OUT / "teacher_outputs.jsonl")}
+    labels = {(row["id"], row["style"]): row["label"] for row in read_jsonl(OUT / "judgements.jsonl")}
     pairs, dropped = [], {"augment": {}, "rewrite": {}}
     for src in sources:
         out = teacher[src["id"]]
@@ -171,7 +174,7 @@ def build_pairs() -> None:
                     "label": label,
                 }
             )
-    _write_jsonl(OUT / "pairs.jsonl", pairs)
+    write_jsonl(OUT / "pairs.jsonl", pairs)
     counts = {style: sum(p["style"] == style for p in pairs) for style in ("augment", "rewrite")}
     print(f"{len(pairs)} pairs {counts}; dropped {dropped}")
 
@@ -179,10 +182,10 @@ def build_pairs() -> None:
 def build_generic_pairs() -> None:
     """Training pairs with generic additions: the second pass's judged-B additions (and its empty
     answers, "nothing helps") as the augment targets, the first pass's accepted rewrites as before."""
-    sources = {row["id"]: row for row in _jsonl(OUT / "sources.jsonl")}
-    labels = {row["id"]: row["label"] for row in _jsonl(OUT / "generic_judgements.jsonl")}
+    sources = {row["id"]: row for row in read_jsonl(OUT / "sources.jsonl")}
+    labels = {row["id"]: row["label"] for row in read_jsonl(OUT / "generic_judgements.jsonl")}
     pairs, dropped = [], {"N": 0, "H": 0}
-    for row in _jsonl(OUT / "generic_outputs.jsonl"):
+    for row in read_jsonl(OUT / "generic_outputs.jsonl"):
         src, target = sources[row["id"]], row["addition"].strip()
         label = labels[row["id"]] if target else "U"
         if label in dropped:
@@ -198,8 +201,8 @@ def build_generic_pairs() -> None:
                 "label": label,
             }
         )
-    pairs += [p for p in _jsonl(OUT / "pairs.jsonl") if p["style"] == "rewrite"]
-    _write_jsonl(OUT / "pairs_generic.jsonl", pairs)
+    pairs += [p for p in read_jsonl(OUT / "pairs.jsonl") if p["style"] == "rewrite"]
+    write_jsonl(OUT / "pairs_generic.jsonl", pairs)
     counts = {style: sum(p["style"] == style for p in pairs) for style in ("augment", "rewrite")}
     print(f"{len(pairs)} pairs {counts}; dropped augment {dropped}")
 
@@ -216,10 +219,10 @@ def build_lexicon() -> None:
 
     from bpo_core.guard import STOPWORDS, stem, words
 
-    sources = {row["id"]: row["prompt"] for row in _jsonl(OUT / "sources.jsonl")}
-    labels = {row["id"]: row["label"] for row in _jsonl(OUT / "generic_judgements.jsonl")}
+    sources = {row["id"]: row["prompt"] for row in read_jsonl(OUT / "sources.jsonl")}
+    labels = {row["id"]: row["label"] for row in read_jsonl(OUT / "generic_judgements.jsonl")}
     counts: Counter[str] = Counter()
-    for row in _jsonl(OUT / "generic_outputs.jsonl"):
+    for row in read_jsonl(OUT / "generic_outputs.jsonl"):
         if row["addition"].strip() and labels.get(row["id"]) == "B":
             added = {stem(w) for w in words(row["addition"]) if w not in STOPWORDS}
             counts.update(added - {stem(w) for w in words(sources[row["id"]])})

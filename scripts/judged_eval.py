@@ -26,19 +26,9 @@ SHARED = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
+from faithful_data import read_jsonl, write_jsonl  # noqa: E402
+
 CHUNK = 150
-
-
-def _jsonl(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def _write(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
 def prompts() -> None:
@@ -46,7 +36,7 @@ def prompts() -> None:
     from faithful_data import hh_split
 
     rng = random.Random(2026)
-    val = _jsonl(SHARED / "oneprompted" / "validation.jsonl")
+    val = read_jsonl(SHARED / "oneprompted" / "validation.jsonl")
     with_material = [r for r in val if r["context"]]
     op = with_material + rng.sample([r for r in val if not r["context"]], 120 - len(with_material))
     bpo = rng.sample(json.loads((SHARED / "bpo" / "bpo_test.json").read_text(encoding="utf-8")), 60)
@@ -54,19 +44,19 @@ def prompts() -> None:
     rows = [{"id": f"opv-{i:03d}", "source": "oneprompted/validation", "prompt": r["prompt"]} for i, r in enumerate(op)]
     rows += [{"id": f"bpot-{i:03d}", "source": "bpo/bpo_test", "prompt": r["prompt"]} for i, r in enumerate(bpo)]
     rows += [{"id": f"hhh-{i:03d}", "source": "hh-rlhf/held-out", "prompt": p} for i, p in enumerate(hh)]
-    _write(DIR / "prompts.jsonl", rows)
+    write_jsonl(DIR / "prompts.jsonl", rows)
     print(f"{len(rows)} prompts ({len(with_material)} with pasted material)")
 
 
 def outputs(name: str, style: str | None) -> None:
     from bpo_core import BPOOptimizer
 
-    rows = _jsonl(DIR / "prompts.jsonl")
+    rows = read_jsonl(DIR / "prompts.jsonl")
     optimizer = BPOOptimizer.default(**({"style": style} if style else {}))
     results = []
     for start in range(0, len(rows), 32):
         results += optimizer.rewrite_batch([r["prompt"] for r in rows[start : start + 32]])
-    _write(
+    write_jsonl(
         DIR / "outputs" / f"{name}.jsonl",
         [
             {"id": r["id"], "optimized": res.optimized, "reason": res.reason, "style": res.style}
@@ -83,13 +73,13 @@ def blind(names: list[str]) -> None:
     Labels already in ``blind/`` for candidates still made are kept (``out_00.jsonl`` after
     this); only new candidates go to new slices, so a changed system is judged where it changed.
     """
-    rows = {r["id"]: r for r in _jsonl(DIR / "prompts.jsonl")}
+    rows = {r["id"]: r for r in read_jsonl(DIR / "prompts.jsonl")}
     folder = DIR / "blind"
     folder.mkdir(parents=True, exist_ok=True)
-    judged = {r["id"]: r for path in sorted(folder.glob("out_*.jsonl")) for r in _jsonl(path)}
+    judged = {r["id"]: r for path in sorted(folder.glob("out_*.jsonl")) for r in read_jsonl(path)}
     items, key = [], {}
     for name in names:
-        for out in _jsonl(DIR / "outputs" / f"{name}.jsonl"):
+        for out in read_jsonl(DIR / "outputs" / f"{name}.jsonl"):
             original = rows[out["id"]]["prompt"]
             if out["optimized"] == original:
                 continue
@@ -107,16 +97,16 @@ def blind(names: list[str]) -> None:
     slices = [kept] if kept else []
     slices += [new[k : k + CHUNK] for k in range(0, len(new), CHUNK)]
     for n, part in enumerate(slices):
-        _write(folder / f"in_{n:02d}.jsonl", part)
+        write_jsonl(folder / f"in_{n:02d}.jsonl", part)
     if kept:
-        _write(folder / "out_00.jsonl", [judged[i["id"]] for i in kept])
+        write_jsonl(folder / "out_00.jsonl", [judged[i["id"]] for i in kept])
     print(f"{len(items)} candidates: {len(kept)} already judged, {len(new)} new in {len(slices) - bool(kept)} slices")
 
 
 def report() -> None:
-    rows = _jsonl(DIR / "prompts.jsonl")
+    rows = read_jsonl(DIR / "prompts.jsonl")
     key = json.loads((DIR / "blind" / "key.json").read_text(encoding="utf-8"))
-    labels = {r["id"]: r for path in sorted((DIR / "blind").glob("out_*.jsonl")) for r in _jsonl(path)}
+    labels = {r["id"]: r for path in sorted((DIR / "blind").glob("out_*.jsonl")) for r in read_jsonl(path)}
     missing = set(key) - set(labels)
     if missing:
         sys.exit(f"{len(missing)} judged items missing (e.g. {sorted(missing)[:3]})")
