@@ -54,9 +54,7 @@ class Gate:
     min_score: float
 
     def score(self, feature: Sequence[float]) -> float:
-        if len(feature) != len(self.mean):
-            raise ValueError(f"gate expects {len(self.mean)} features, got {len(feature)}")
-        return self.head.probability([(x - m) / s for x, m, s in zip(feature, self.mean, self.scale)])
+        return self.head.probability(_standardized(feature, self.mean, self.scale, "gate"))
 
 
 class Score(NamedTuple):
@@ -93,9 +91,7 @@ class AdditionProbe:
     info: dict[str, Any] | None = None
 
     def score(self, feature: Sequence[float]) -> Score:
-        if len(feature) != len(self.mean):
-            raise ValueError(f"probe expects {len(self.mean)} features, got {len(feature)}")
-        z = [(x - m) / s for x, m, s in zip(feature, self.mean, self.scale)]
+        z = _standardized(feature, self.mean, self.scale, "probe")
         return Score(self.helps.probability(z), self.harms.probability(z))
 
     def rejects(self, score: Score, min_helps: float | None = None) -> str | None:
@@ -171,6 +167,12 @@ class AdditionProbe:
                 "head": {"bias": gate.head.bias, "weights": r(gate.head.weights)},
             }
         return data
+
+
+def _standardized(feature: Sequence[float], mean: Sequence[float], scale: Sequence[float], what: str) -> list[float]:
+    if len(feature) != len(mean):
+        raise ValueError(f"{what} expects {len(mean)} features, got {len(feature)}")
+    return [(x - m) / s for x, m, s in zip(feature, mean, scale)]
 
 
 def _gate(data: dict[str, Any]) -> Gate:

@@ -59,7 +59,7 @@ class BPOChatModel(BaseChatModel):
     @model_validator(mode="before")
     @classmethod
     def _optimizer_options_belong_to_the_optimizer(cls, data: Any) -> Any:
-        reject_optimizer_options("BPOChatModel", data, cls.model_fields)
+        reject_optimizer_options(cls.__name__, data, cls.model_fields)
         return data
 
     _resolved: BPOOptimizer | None = PrivateAttr(default=None)

@@ -17,9 +17,10 @@ class Backend(Protocol):
     ``default_style`` (``"augment"`` or ``"rewrite"``, what ``style="auto"`` means for this model;
     ``"rewrite"`` when absent); ``scores_stopping`` (``True`` when greedy ``generate`` honours
     ``settings.nothing_above``: it decides between adding nothing and adding something on the
-    model's probability of ending at once); ``addition_scores(views, additions, fmt)`` (a learned
-    guard's probability that each addition helps, or ``None`` when the model has no such guard;
-    see :mod:`bpo_core.addition_probe`).
+    model's probability of ending at once); ``addition_probe`` with ``addition_scores(views,
+    additions, fmt)`` and ``addition_gate_scores(views, fmt)`` (a learned guard's scores of each
+    addition, and its gate's of each prompt; ``None`` when the model has no such guard; see
+    :mod:`bpo_core.addition_probe`).
     """
 
     #: Identifies the model weights (used in cache keys).

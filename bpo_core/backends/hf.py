@@ -11,7 +11,6 @@ import functools
 import logging
 import os
 import threading
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bpo_core.addition_probe import AdditionProbe, Score, find_probe, summarize
@@ -139,9 +138,7 @@ class HFBackend:
                 name=name or loaded_name,
                 max_batch_size=max_batch_size,
                 num_threads=num_threads,
-                addition_probe=find_probe(adapter, path)
-                if adapter is not None or Path(path, "adapter_config.json").is_file()
-                else find_probe(path),
+                addition_probe=find_probe(adapter, path),
             )
 
         return load_on_engine(load, repr(path))
