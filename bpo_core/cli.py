@@ -223,6 +223,13 @@ def train(
     resume: Annotated[bool, typer.Option(help="Resume from the last checkpoint of this output.", metavar="")] = False,
     max_steps: int = -1,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch.")] = None,
+    init_adapter: Annotated[
+        Optional[Path], typer.Option(help="Continue training this LoRA adapter (e.g. a self-training round).")
+    ] = None,
+    frozen_layers: Annotated[
+        int,
+        typer.Option(help="Keep the first N decoder layers as they are (a learned guard reading layer N stays valid)."),
+    ] = 0,
 ) -> None:
     """Fine-tune an optimizer on (prompt -> optimized prompt) pairs (LoRA by default)."""
     from bpo_core.errors import DataFormatError
@@ -250,6 +257,8 @@ def train(
         resume=resume,
         max_steps=max_steps,
         num_threads=threads,
+        init_adapter=None if init_adapter is None else str(init_adapter),
+        frozen_layers=frozen_layers,
     )
     with _user_errors(FileExistsError):
         info = run_training(pairs, config)

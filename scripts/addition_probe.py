@@ -444,8 +444,12 @@ def main() -> None:
     parser.add_argument("--prompts", help="candidates: a jsonl of {id, prompt} instead of the training prompts")
     parser.add_argument("--out", default="cands.jsonl", help="candidates: output file name under runs/probe")
     parser.add_argument("--final", action="store_true", help="blind: slice the remainder too")
+    parser.add_argument("--adapter", help="candidates: an adapter folder instead of the shipped one")
     args = parser.parse_args()
     if args.step == "candidates":
+        from faithful_data import use_adapter
+
+        use_adapter(args.adapter)
         candidates(args.limit, args.prompts, args.out, args.seed)
     elif args.step == "blind":
         blind(args.files, args.final)

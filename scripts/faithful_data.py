@@ -88,6 +88,17 @@ def build_inputs() -> None:
     print(f"{len(items)} teacher inputs -> {OUT / 'sources.jsonl'}")
 
 
+def use_adapter(folder: str | None) -> None:
+    """Make ``BPOOptimizer.default()`` in this process load the adapter in ``folder`` instead of the
+    shipped one (a candidate round measured before it is shipped); ``None`` keeps the shipped one."""
+    if folder is not None:
+        import bpo_core.default_model as default_model
+
+        if not (Path(folder) / "adapter_config.json").is_file():
+            sys.exit(f"{folder}: not an adapter folder (no adapter_config.json)")
+        default_model.SHIPPED_ADAPTER = Path(folder).resolve()
+
+
 def read_jsonl(path: Path) -> list[dict]:
     """One dict per non-blank line (the scripts' data files)."""
     with open(path, encoding="utf-8") as f:

@@ -48,16 +48,16 @@ def prompts() -> None:
     print(f"{len(rows)} prompts ({len(with_material)} with pasted material)")
 
 
-def outputs(name: str, style: str | None) -> None:
+def outputs(name: str, style: str | None, prompts_file: str | None = None) -> None:
     from bpo_core import BPOOptimizer
 
-    rows = read_jsonl(DIR / "prompts.jsonl")
+    rows = read_jsonl(Path(prompts_file) if prompts_file else DIR / "prompts.jsonl")
     optimizer = BPOOptimizer.default(**({"style": style} if style else {}))
     results = []
     for start in range(0, len(rows), 32):
         results += optimizer.rewrite_batch([r["prompt"] for r in rows[start : start + 32]])
     write_jsonl(
-        DIR / "outputs" / f"{name}.jsonl",
+        (Path(prompts_file).parent if prompts_file else DIR / "outputs") / f"{name}.jsonl",
         [
             {"id": r["id"], "optimized": res.optimized, "reason": res.reason, "style": res.style}
             for r, res in zip(rows, results)
@@ -153,11 +153,16 @@ def main() -> None:
     parser.add_argument("step", choices=["prompts", "outputs", "blind", "report"])
     parser.add_argument("names", nargs="*")
     parser.add_argument("--style", choices=["augment", "rewrite"])
+    parser.add_argument("--adapter", help="outputs: an adapter folder instead of the shipped one")
+    parser.add_argument("--prompts", help="outputs: another prompts file (e.g. a dev set); NAME.jsonl goes next to it")
     args = parser.parse_args()
     if args.step == "prompts":
         prompts()
     elif args.step == "outputs":
-        outputs(args.names[0], args.style)
+        from faithful_data import use_adapter
+
+        use_adapter(args.adapter)
+        outputs(args.names[0], args.style, args.prompts)
     elif args.step == "blind":
         blind(args.names)
     else:

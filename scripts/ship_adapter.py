@@ -2,15 +2,16 @@
 
 Usage: python scripts/ship_adapter.py runs/ADAPTER_DIR
 
-The learned addition guard (``addition_probe.json``) belongs to the weights it was fitted on:
-new weights remove it; refit it on the new model's own judged additions
-(``scripts/addition_probe.py``: candidates, blind, collect, fit).
+The learned addition guard (``addition_probe.json``) reads the hidden states of its layer, so it
+belongs to the weights below that layer: it stays when those are unchanged (a self-training round
+trained with ``--frozen-layers``), and is removed otherwise; then refit it on the new model's own
+judged additions (``scripts/addition_probe.py``: candidates, blind, collect, fit).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from bpo_core.addition_probe import PROBE_FILE
+from bpo_core.addition_probe import PROBE_FILE, AdditionProbe
 from bpo_core.default_model import SHIPPED_ADAPTER
 
 
@@ -26,7 +27,8 @@ def main(src: str) -> None:
     source = Path(src)
     SHIPPED_ADAPTER.mkdir(parents=True, exist_ok=True)
     shipped = SHIPPED_ADAPTER / "adapter_model.safetensors"
-    before = hashlib.sha256(shipped.read_bytes()).hexdigest() if shipped.is_file() else None
+    before = load_file(str(shipped)) if shipped.is_file() else {}
+    before_config = (SHIPPED_ADAPTER / "adapter_config.json").read_bytes() if before else b""
     weights = load_file(str(source / "adapter_model.safetensors"))
     # fp16 halves the size (peft casts adapters back to the base model's dtype when loading).
     save_file(
@@ -38,10 +40,25 @@ def main(src: str) -> None:
     info = json.loads((source / "bpo_training.json").read_text())
     print(json.dumps(info["metrics"], indent=2))
     probe = SHIPPED_ADAPTER / PROBE_FILE
-    if probe.is_file() and hashlib.sha256(shipped.read_bytes()).hexdigest() != before:
-        probe.unlink()
-        print(f"removed {probe.name}: it was fitted on the previous weights; refit it (scripts/addition_probe.py)")
+    if probe.is_file():
+        layer = AdditionProbe.load(probe).layer
+        same_config = (SHIPPED_ADAPTER / "adapter_config.json").read_bytes() == before_config
+        if same_config and _below(before, layer) == _below(load_file(str(shipped)), layer):
+            print(f"kept {probe.name}: the weights of the {layer} layers it reads are unchanged")
+        else:
+            probe.unlink()
+            print(f"removed {probe.name}: it was fitted on the previous weights; refit it (scripts/addition_probe.py)")
     print(f"shipped to {SHIPPED_ADAPTER}")
+
+
+def _below(weights: dict[str, torch.Tensor], layer: int) -> dict[str, bytes]:
+    """The adapter tensors of the decoder layers under ``layer`` (what a probe at ``layer`` reads), as bytes."""
+    out = {}
+    for name, tensor in weights.items():
+        match = re.search(r"\.layers\.(\d+)\.", name)
+        if match is None or int(match.group(1)) < layer:
+            out[name] = tensor.to(torch.float16).numpy().tobytes()
+    return out
 
 
 if __name__ == "__main__":

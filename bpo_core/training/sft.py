@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import random
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -51,6 +52,11 @@ class TrainConfig(BaseModel):
     logging_steps: int = Field(default=10, ge=1)
     max_steps: int = -1
     num_threads: int | None = None
+    #: Continue training this LoRA adapter instead of starting a new one (self-training rounds).
+    init_adapter: str | None = None
+    #: The first ``frozen_layers`` decoder layers keep their weights (adapter weights too): hidden
+    #: states up to that layer stay exactly as they were, so a learned guard reading them stays valid.
+    frozen_layers: int = Field(default=0, ge=0)
 
 
 def _load_base(config: TrainConfig) -> tuple[Any, Any, str]:
@@ -99,6 +105,27 @@ def split_pairs(pairs: list[Pair], eval_fraction: float, seed: int) -> tuple[lis
     return [pairs[i] for i in order[n_eval:]], [pairs[i] for i in order[:n_eval]]
 
 
+_LAYER = re.compile(r"\.layers\.(\d+)\.")
+
+
+def freeze_layers(model: Any, n_layers: int) -> int:
+    """Stop training every parameter of the first ``n_layers`` decoder layers (and the embeddings).
+
+    Returns how many trainable tensors were frozen; raises if the model has no such layers.
+    """
+    frozen, seen = 0, set()
+    for name, param in model.named_parameters():
+        match = _LAYER.search(name)
+        if match:
+            seen.add(int(match.group(1)))
+        if (match and int(match.group(1)) < n_layers) or (match is None and "embed_tokens" in name):
+            frozen += int(param.requires_grad)
+            param.requires_grad_(False)
+    if not seen or n_layers > max(seen) + 1:
+        raise ValueError(f"frozen_layers={n_layers}, but the model has {len(seen)} decoder layers")
+    return frozen
+
+
 def _data_hash(pairs: list[Pair]) -> str:
     h = hashlib.sha256()
     for p in pairs:
@@ -129,7 +156,13 @@ def train(pairs: list[Pair], config: TrainConfig) -> dict[str, Any]:
         raise ValueError(f"every training pair is longer than max_length={config.max_length} tokens")
     logger.info("training on %d pairs (%d held out)", len(train_rows), len(eval_rows))
 
-    if not config.full_finetune:
+    if config.init_adapter is not None:
+        if config.full_finetune:
+            raise ValueError("init_adapter continues a LoRA adapter; it cannot be combined with full fine-tuning")
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, config.init_adapter, is_trainable=True)
+    elif not config.full_finetune:
         from peft import LoraConfig, get_peft_model
 
         lora = LoraConfig(
@@ -140,6 +173,9 @@ def train(pairs: list[Pair], config: TrainConfig) -> dict[str, Any]:
             task_type="CAUSAL_LM",
         )
         model = get_peft_model(model, lora)
+    if config.frozen_layers:
+        frozen = freeze_layers(model, config.frozen_layers)
+        logger.info("froze %d parameter tensors of the first %d layers", frozen, config.frozen_layers)
 
     checkpoints = output.parent / (output.name + ".checkpoints")
     args = TrainingArguments(

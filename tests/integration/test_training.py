@@ -107,3 +107,42 @@ def test_cli_train_reports_bad_data(tmp_path):
     assert result.exit_code == 2
     assert "missing field 'optimized_prompt'" in result.output
     assert not (tmp_path / "o").exists()
+
+
+def test_self_training_round_keeps_the_frozen_layers(tmp_path):
+    """Continuing the shipped adapter with frozen layers changes only the layers above them, so a
+    learned guard reading layer 16 scores exactly as before."""
+    import re
+
+    from safetensors.torch import load_file
+
+    from bpo_core.default_model import SHIPPED_ADAPTER
+
+    out = tmp_path / "round"
+    config = TrainConfig(
+        output_dir=str(out),
+        init_adapter=str(SHIPPED_ADAPTER),
+        frozen_layers=16,
+        max_steps=2,
+        batch_size=2,
+        eval_fraction=0,
+        learning_rate=1e-2,
+    )
+    info = train(PAIRS, config)
+    assert info["config"]["init_adapter"] == str(SHIPPED_ADAPTER)
+    before = load_file(str(SHIPPED_ADAPTER / "adapter_model.safetensors"))
+    after = load_file(str(out / "adapter_model.safetensors"))
+    assert before.keys() == after.keys()
+    changed = {
+        int(re.search(r"\.layers\.(\d+)\.", k).group(1))
+        for k in before
+        if not before[k].float().equal(after[k].float())
+    }
+    assert changed and min(changed) >= 16  # the upper layers learned, the lower ones did not move
+
+
+def test_frozen_layers_must_exist(tmp_path):
+    with pytest.raises(ValueError, match="frozen_layers=99"):
+        train(PAIRS, TrainConfig(output_dir=str(tmp_path / "o"), frozen_layers=99, max_steps=1, batch_size=2))
+    with pytest.raises(ValueError, match="full fine-tuning"):
+        train(PAIRS, TrainConfig(output_dir=str(tmp_path / "f"), init_adapter="x", full_finetune=True, max_steps=1))
