@@ -28,7 +28,7 @@ def main(src: str) -> None:
     SHIPPED_ADAPTER.mkdir(parents=True, exist_ok=True)
     shipped = SHIPPED_ADAPTER / "adapter_model.safetensors"
     before = load_file(str(shipped)) if shipped.is_file() else {}
-    before_config = (SHIPPED_ADAPTER / "adapter_config.json").read_bytes() if before else b""
+    before_config = _config(SHIPPED_ADAPTER / "adapter_config.json") if before else None
     weights = load_file(str(source / "adapter_model.safetensors"))
     # fp16 halves the size (peft casts adapters back to the base model's dtype when loading).
     save_file(
@@ -42,13 +42,21 @@ def main(src: str) -> None:
     probe = SHIPPED_ADAPTER / PROBE_FILE
     if probe.is_file():
         layer = AdditionProbe.load(probe).layer
-        same_config = (SHIPPED_ADAPTER / "adapter_config.json").read_bytes() == before_config
+        same_config = _config(SHIPPED_ADAPTER / "adapter_config.json") == before_config
         if same_config and _below(before, layer) == _below(load_file(str(shipped)), layer):
             print(f"kept {probe.name}: the weights of the {layer} layers it reads are unchanged")
         else:
             probe.unlink()
             print(f"removed {probe.name}: it was fitted on the previous weights; refit it (scripts/addition_probe.py)")
     print(f"shipped to {SHIPPED_ADAPTER}")
+
+
+def _config(path: Path) -> dict:
+    """An adapter config, compared as settings (peft writes ``target_modules``, a set, in any order)."""
+    config = json.loads(path.read_text(encoding="utf-8"))
+    if isinstance(config.get("target_modules"), list):
+        config["target_modules"] = sorted(config["target_modules"])
+    return config
 
 
 def _below(weights: dict[str, torch.Tensor], layer: int) -> dict[str, bytes]:
