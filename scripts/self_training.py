@@ -37,9 +37,7 @@ def model_view(prompt: str) -> str | None:
     from bpo_core.rewrite.segment import default_model, segment
 
     seg = segment(prompt)
-    if seg.has_material and seg.confidence < default_model().min_confidence:
-        return None
-    return seg.view()
+    return None if seg.abstains(default_model().min_confidence) else seg.view()
 
 
 def build_pairs(replay: int, seed: int) -> None:

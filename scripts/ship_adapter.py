@@ -11,7 +11,6 @@ judged additions (``scripts/addition_probe.py``: candidates, blind, collect, fit
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import sys
 from pathlib import Path
@@ -21,6 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from bpo_core.addition_probe import PROBE_FILE, AdditionProbe
 from bpo_core.default_model import SHIPPED_ADAPTER
+from bpo_core.training.sft import layer_index
 
 
 def main(src: str) -> None:
@@ -29,12 +29,11 @@ def main(src: str) -> None:
     shipped = SHIPPED_ADAPTER / "adapter_model.safetensors"
     before = load_file(str(shipped)) if shipped.is_file() else {}
     before_config = _config(SHIPPED_ADAPTER / "adapter_config.json") if before else None
-    weights = load_file(str(source / "adapter_model.safetensors"))
     # fp16 halves the size (peft casts adapters back to the base model's dtype when loading).
-    save_file(
-        {k: v.to(torch.float16).contiguous() for k, v in weights.items()},
-        str(SHIPPED_ADAPTER / "adapter_model.safetensors"),
-    )
+    weights = {
+        k: v.to(torch.float16).contiguous() for k, v in load_file(str(source / "adapter_model.safetensors")).items()
+    }
+    save_file(weights, str(shipped))
     shutil.copy(source / "adapter_config.json", SHIPPED_ADAPTER / "adapter_config.json")
     shutil.copy(source / "bpo_training.json", SHIPPED_ADAPTER / "bpo_training.json")
     info = json.loads((source / "bpo_training.json").read_text())
@@ -43,7 +42,7 @@ def main(src: str) -> None:
     if probe.is_file():
         layer = AdditionProbe.load(probe).layer
         same_config = _config(SHIPPED_ADAPTER / "adapter_config.json") == before_config
-        if same_config and _below(before, layer) == _below(load_file(str(shipped)), layer):
+        if same_config and _below(before, layer) == _below(weights, layer):
             print(f"kept {probe.name}: the weights of the {layer} layers it reads are unchanged")
         else:
             probe.unlink()
@@ -61,12 +60,8 @@ def _config(path: Path) -> dict:
 
 def _below(weights: dict[str, torch.Tensor], layer: int) -> dict[str, bytes]:
     """The adapter tensors of the decoder layers under ``layer`` (what a probe at ``layer`` reads), as bytes."""
-    out = {}
-    for name, tensor in weights.items():
-        match = re.search(r"\.layers\.(\d+)\.", name)
-        if match is None or int(match.group(1)) < layer:
-            out[name] = tensor.to(torch.float16).numpy().tobytes()
-    return out
+    below = {name: t for name, t in weights.items() if (index := layer_index(name)) is None or index < layer}
+    return {name: t.to(torch.float16).numpy().tobytes() for name, t in below.items()}
 
 
 if __name__ == "__main__":

@@ -29,11 +29,6 @@ def _squash(text: str) -> str:
     return re.sub(r"\s+", "", text)
 
 
-def abstains(seg: Segmentation, min_confidence: float) -> bool:
-    """Whether the optimizer leaves this prompt alone: material found, but not with confidence."""
-    return seg.has_material and seg.confidence < min_confidence
-
-
 def exact(record: dict[str, Any], seg: Segmentation) -> bool:
     """Instruction and material both as labelled (whitespace aside)."""
     return _squash(seg.instruction) == _squash(record["instruction"]) and _squash("".join(seg.materials)) == _squash(
@@ -61,7 +56,7 @@ def score_segmentations(
 ) -> dict[str, float]:
     """Rates over all records: exact layouts (abstentions count as misses), abstained, exposed."""
     n = max(len(records), 1)
-    answered = [(r, s) for r, s in zip(records, segs) if not abstains(s, min_confidence)]
+    answered = [(r, s) for r, s in zip(records, segs) if not s.abstains(min_confidence)]
     hits = sum(exact(r, s) for r, s in answered)
     with_material = [r for r in records if r["context"]]
     return {

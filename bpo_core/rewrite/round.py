@@ -131,7 +131,7 @@ def _prepare(res: OptimizationResult, config: OptimizerConfig) -> Segmentation |
     if not config.protect_context:
         return Segmentation(current, (Span("instruction", 0, len(current)),), 1.0)
     seg = segment(current)
-    if seg.has_material and seg.confidence < default_model().min_confidence:
+    if seg.abstains(default_model().min_confidence):
         return fallback(
             res,
             FallbackKind.UNSEGMENTED,

@@ -100,6 +100,10 @@ class Segmentation:
     def has_material(self) -> bool:
         return any(s.kind == "material" for s in self.spans)
 
+    def abstains(self, min_confidence: float) -> bool:
+        """Whether the optimizer leaves this prompt alone: material found, but not with confidence."""
+        return self.has_material and self.confidence < min_confidence
+
     @property
     def instruction(self) -> str:
         """The user's own words, material left out (parts joined by a blank line)."""

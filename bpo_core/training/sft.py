@@ -105,7 +105,10 @@ def split_pairs(pairs: list[Pair], eval_fraction: float, seed: int) -> tuple[lis
     return [pairs[i] for i in order[n_eval:]], [pairs[i] for i in order[:n_eval]]
 
 
-_LAYER = re.compile(r"\.layers\.(\d+)\.")
+def layer_index(name: str) -> int | None:
+    """The decoder layer a parameter or adapter tensor name belongs to (``...layers.7.mlp...`` -> 7), if any."""
+    match = re.search(r"\.layers\.(\d+)\.", name)
+    return None if match is None else int(match.group(1))
 
 
 def freeze_layers(model: Any, n_layers: int) -> int:
@@ -115,10 +118,10 @@ def freeze_layers(model: Any, n_layers: int) -> int:
     """
     frozen, seen = 0, set()
     for name, param in model.named_parameters():
-        match = _LAYER.search(name)
-        if match:
-            seen.add(int(match.group(1)))
-        if (match and int(match.group(1)) < n_layers) or (match is None and "embed_tokens" in name):
+        layer = layer_index(name)
+        if layer is not None:
+            seen.add(layer)
+        if (layer is not None and layer < n_layers) or (layer is None and "embed_tokens" in name):
             frozen += int(param.requires_grad)
             param.requires_grad_(False)
     if not seen or n_layers > max(seen) + 1:

@@ -112,11 +112,10 @@ def test_cli_train_reports_bad_data(tmp_path):
 def test_self_training_round_keeps_the_frozen_layers(tmp_path):
     """Continuing the shipped adapter with frozen layers changes only the layers above them, so a
     learned guard reading layer 16 scores exactly as before."""
-    import re
-
     from safetensors.torch import load_file
 
     from bpo_core.default_model import SHIPPED_ADAPTER
+    from bpo_core.training.sft import layer_index
 
     out = tmp_path / "round"
     config = TrainConfig(
@@ -133,11 +132,7 @@ def test_self_training_round_keeps_the_frozen_layers(tmp_path):
     before = load_file(str(SHIPPED_ADAPTER / "adapter_model.safetensors"))
     after = load_file(str(out / "adapter_model.safetensors"))
     assert before.keys() == after.keys()
-    changed = {
-        int(re.search(r"\.layers\.(\d+)\.", k).group(1))
-        for k in before
-        if not before[k].float().equal(after[k].float())
-    }
+    changed = {layer_index(k) for k in before if not before[k].float().equal(after[k].float())}
     assert changed and min(changed) >= 16  # the upper layers learned, the lower ones did not move
 
 
