@@ -42,8 +42,9 @@ def load_default_backend(
 
 def _load(*, device: str | None, num_threads: int | None, adapter: bool, dtype: Any) -> HFBackend:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import PreTrainedTokenizerFast
 
+    from bpo_core.backends.lite_llama import LiteLlama, lite_config
     from bpo_core.backends.loading import resolve_device, resolve_dtype
 
     base = converted_base_dir()
@@ -53,10 +54,19 @@ def _load(*, device: str | None, num_threads: int | None, adapter: bool, dtype: 
     if lora is not None:
         source = _merged_dir(base, lora)
         name += f"+{lora.name}@{source.name.rsplit('-', 1)[-1]}"
-    tokenizer = AutoTokenizer.from_pretrained(str(base))
+    # The fast-tokenizer class is what AutoTokenizer picks for this checkpoint, without the auto
+    # machinery's imports (seconds of a cold start).
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(str(base))
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
-    model: Any = AutoModelForCausalLM.from_pretrained(str(source), dtype=torch_dtype, use_safetensors=True)
+    config = lite_config(source) if torch_dtype == torch.float32 else None
+    model: Any
+    if config is not None:  # transformers' modeling code is imported only if a path needs it
+        model = LiteLlama(source, config)
+    else:
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(str(source), dtype=torch_dtype, use_safetensors=True)
     model.to(device)
     if torch_dtype != torch.float32:
         name += f"[{str(torch_dtype).removeprefix('torch.')}]"  # rewrites differ by dtype: keep caches apart

@@ -79,7 +79,7 @@ def load_on_engine(fn: Callable[[], T], what: str) -> T:
     """
 
     def load() -> T:
-        with waits.loading(), _quiet_progress():
+        with waits.loading(), quiet_progress():
             return fn()
 
     if on_engine_thread() or not enabled():
@@ -96,7 +96,7 @@ def submit(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
 
 
 @contextlib.contextmanager
-def _quiet_progress() -> Iterator[None]:
+def quiet_progress() -> Iterator[None]:
     """No weight-loading progress bars unless bpo_core logs at INFO (``-v``): a load is not a long job."""
     import logging
 

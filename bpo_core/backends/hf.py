@@ -225,7 +225,8 @@ class HFBackend:
                     rest = prompt_ids[len(shared) :] + addition_ids
                     return self._continuous_decoder().lean.hidden_states(shared, rest, probe.layer)
                 ids = torch.tensor([prompt_ids + addition_ids], dtype=torch.long, device=self.model.device)
-                return self.model(input_ids=ids, output_hidden_states=True).hidden_states[probe.layer][0]
+                out = self._transformers_model()(input_ids=ids, output_hidden_states=True)
+                return out.hidden_states[probe.layer][0]
         except Exception as exc:
             raise GenerationError(f"Scoring an addition failed: {exc}") from exc
 
@@ -252,7 +253,7 @@ class HFBackend:
                 positions = (attention.cumsum(-1) - 1).clamp(min=0)  # as generate() does for left padding
                 try:
                     with torch.inference_mode():
-                        logits = self.model(
+                        logits = self._transformers_model()(
                             input_ids=input_ids.to(self.device),
                             attention_mask=attention.to(self.device),
                             position_ids=positions.to(self.device),
@@ -302,7 +303,7 @@ class HFBackend:
             try:
                 with torch.inference_mode():
                     rows = greedy_decode(
-                        self.model,
+                        self._transformers_model(),
                         input_ids.to(self.device),
                         attention.to(self.device),
                         max_new_tokens=settings.max_new_tokens,
@@ -318,7 +319,7 @@ class HFBackend:
             torch.manual_seed(settings.seed)
         try:
             with torch.inference_mode():
-                out = self.model.generate(
+                out = self._transformers_model().generate(
                     input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device), **kwargs
                 )
         except Exception as exc:
@@ -387,6 +388,11 @@ class HFBackend:
         if key is not None:
             self._template_prefixes[key] = prefix
         return prefix
+
+    def _transformers_model(self) -> Any:
+        """The model for transformers' own forward and ``generate`` (a ``LiteLlama`` loads it on first use)."""
+        full = getattr(self.model, "transformers_model", None)
+        return full() if callable(full) else self.model
 
     def _plain_greedy(self, settings: GenerationSettings) -> bool:
         """Whether the lean greedy loop gives exactly what ``generate`` would (see decode.py)."""
