@@ -23,8 +23,9 @@ from typing import Any
 import torch
 from torch import nn
 
-#: The checkpoint settings LiteLlama reproduces exactly; anything else loads through transformers.
-_DEFAULTS = {"attention_bias": False, "mlp_bias": False, "pretraining_tp": 1, "hidden_act": "silu"}
+#: Settings (with transformers' defaults) a checkpoint must have for LiteLlama; others load through
+#: transformers. Attention biases are supported either way.
+_REQUIRED = {"mlp_bias": False, "pretraining_tp": 1, "hidden_act": "silu"}
 
 
 def lite_config(folder: str | Path) -> SimpleNamespace | None:
@@ -40,7 +41,7 @@ def lite_config(folder: str | Path) -> SimpleNamespace | None:
         return None
     if raw.get("model_type") != "llama" or not (folder / "model.safetensors").is_file():
         return None
-    if any(raw.get(key, default) != default for key, default in _DEFAULTS.items() if key != "attention_bias"):
+    if any(raw.get(key, value) != value for key, value in _REQUIRED.items()):
         return None
     rope = raw.get("rope_parameters") or {
         "rope_theta": raw.get("rope_theta", 10000.0),
@@ -48,7 +49,7 @@ def lite_config(folder: str | Path) -> SimpleNamespace | None:
     }
     if rope.get("rope_type", "default") != "default" or raw.get("sliding_window"):
         return None
-    config = SimpleNamespace(**{**_DEFAULTS, **raw})
+    config = SimpleNamespace(**{**_REQUIRED, "attention_bias": False, **raw})
     config.rope_theta = float(rope["rope_theta"])
     config.num_key_value_heads = raw.get("num_key_value_heads") or raw["num_attention_heads"]
     config.head_dim = raw.get("head_dim") or raw["hidden_size"] // raw["num_attention_heads"]
