@@ -36,17 +36,23 @@ logger = logging.getLogger(__name__)
 LEAN_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2"})
 
 
-def lean_supported(model: Any) -> bool:
-    config = getattr(model, "config", None)
+def lean_config_supported(config: Any) -> bool:
+    """Whether a model config describes a block the lean forward computes exactly."""
     if getattr(config, "model_type", None) not in LEAN_MODEL_TYPES:
         return False
     if getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True):
         return False
-    core = getattr(model, "model", None)
     return (
         getattr(config, "hidden_act", None) == "silu"
         and not getattr(config, "mlp_bias", False)
         and getattr(config, "pretraining_tp", 1) == 1
+    )
+
+
+def lean_supported(model: Any) -> bool:
+    core = getattr(model, "model", None)
+    return (
+        lean_config_supported(getattr(model, "config", None))
         and core is not None
         and hasattr(core, "rotary_emb")
         and hasattr(model, "lm_head")

@@ -23,33 +23,36 @@ from typing import Any
 import torch
 from torch import nn
 
-#: Settings (with transformers' defaults) a checkpoint must have for LiteLlama; others load through
-#: transformers. Attention biases are supported either way.
-_REQUIRED = {"mlp_bias": False, "pretraining_tp": 1, "hidden_act": "silu"}
+from bpo_core.backends.lean_llama import lean_config_supported
+
+#: transformers' LlamaConfig defaults for the settings the lean forward checks, for configs that
+#: omit them.
+_LLAMA_DEFAULTS = {"hidden_act": "silu", "mlp_bias": False, "pretraining_tp": 1, "attention_bias": False}
 
 
 def lite_config(folder: str | Path) -> SimpleNamespace | None:
     """The folder's ``config.json`` as attributes when :class:`LiteLlama` can load it, else ``None``.
 
-    Only plain Llama checkpoints qualify: default RoPE, no sliding window, no biases in the MLP,
-    SiLU, a single ``model.safetensors``.
+    Only plain Llama checkpoints the lean forward computes exactly qualify
+    (:func:`~bpo_core.backends.lean_llama.lean_config_supported`), with default RoPE and a single
+    ``model.safetensors``.
     """
     folder = Path(folder)
     try:
         raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if raw.get("model_type") != "llama" or not (folder / "model.safetensors").is_file():
+    config = SimpleNamespace(**{**_LLAMA_DEFAULTS, **raw})
+    if raw.get("model_type") != "llama" or not lean_config_supported(config):
         return None
-    if any(raw.get(key, value) != value for key, value in _REQUIRED.items()):
+    if not (folder / "model.safetensors").is_file():
         return None
     rope = raw.get("rope_parameters") or {
         "rope_theta": raw.get("rope_theta", 10000.0),
         "rope_type": (raw.get("rope_scaling") or {}).get("rope_type", "default"),
     }
-    if rope.get("rope_type", "default") != "default" or raw.get("sliding_window"):
+    if rope.get("rope_type", "default") != "default":
         return None
-    config = SimpleNamespace(**{**_REQUIRED, "attention_bias": False, **raw})
     config.rope_theta = float(rope["rope_theta"])
     config.num_key_value_heads = raw.get("num_key_value_heads") or raw["num_attention_heads"]
     config.head_dim = raw.get("head_dim") or raw["hidden_size"] // raw["num_attention_heads"]
@@ -181,8 +184,7 @@ class LiteLlama(nn.Module):
                     full: Any = AutoModelForCausalLM.from_pretrained(
                         str(self.folder), dtype=self.dtype, use_safetensors=True
                     )
-                mine = self.state_dict()
-                full.load_state_dict({k: v for k, v in mine.items() if k in full.state_dict()}, assign=True)
+                full.load_state_dict(self.state_dict(), assign=True)  # strict: the same names, every one
                 if getattr(full.config, "tie_word_embeddings", False):
                     full.tie_weights()
                 # Not a submodule: the same weights must not appear twice in state_dict().
