@@ -87,6 +87,9 @@ class AdditionProbe:
     #: Decides whether to write an addition at all (``add_below="auto"``), instead of the model's
     #: probability of adding nothing.
     gate: Gate | None = None
+    #: Decides whether a request needs a safety note (the model's ``safety`` task) instead of a
+    #: generic addition: P(a note would be judged better), from the same prompt state as ``gate``.
+    safety: Gate | None = None
     #: What the probe was fitted on and how well it did (free-form, for people).
     info: dict[str, Any] | None = None
 
@@ -123,15 +126,16 @@ class AdditionProbe:
                 max_harms=float(data["max_harms"]),
                 add_below=None if data.get("add_below") is None else float(data["add_below"]),
                 gate=_gate(data["gate"]) if data.get("gate") else None,
+                safety=_gate(data["safety"]) if data.get("safety") else None,
                 info=data.get("info"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"Not an addition probe file: {path} ({type(exc).__name__}: {exc})") from exc
         unknown = set(probe.parts) - set(PARTS)
         sizes = {len(probe.mean), len(probe.scale), len(probe.helps.weights), len(probe.harms.weights)}
-        gate = probe.gate
-        if gate is not None and len({len(gate.mean), len(gate.scale), len(gate.head.weights)}) != 1:
-            raise ValueError(f"Not an addition probe file: {path} (gate sizes differ)")
+        for name, gate in (("gate", probe.gate), ("safety", probe.safety)):
+            if gate is not None and len({len(gate.mean), len(gate.scale), len(gate.head.weights)}) != 1:
+                raise ValueError(f"Not an addition probe file: {path} ({name} sizes differ)")
         if unknown or len(sizes) != 1:
             raise ValueError(f"Not an addition probe file: {path} (unknown parts {sorted(unknown)} or sizes differ)")
         return probe
@@ -158,14 +162,14 @@ class AdditionProbe:
             "helps": {"bias": self.helps.bias, "weights": r(self.helps.weights)},
             "harms": {"bias": self.harms.bias, "weights": r(self.harms.weights)},
         }
-        if self.gate is not None:
-            gate = self.gate
-            data["gate"] = {
-                "min_score": gate.min_score,
-                "mean": r(gate.mean),
-                "scale": r(gate.scale),
-                "head": {"bias": gate.head.bias, "weights": r(gate.head.weights)},
-            }
+        for name, gate in (("gate", self.gate), ("safety", self.safety)):
+            if gate is not None:
+                data[name] = {
+                    "min_score": gate.min_score,
+                    "mean": r(gate.mean),
+                    "scale": r(gate.scale),
+                    "head": {"bias": gate.head.bias, "weights": r(gate.head.weights)},
+                }
         return data
 
 

@@ -5,6 +5,7 @@ predicts whether its addition helps or harms (see training_data/addition_guard/R
     python scripts/addition_probe.py blind        # candidates with an addition -> runs/probe/blind/in_XX.jsonl + key.json
     python scripts/addition_probe.py collect      # judges' labels -> training_data/addition_guard/labels.jsonl
     python scripts/addition_probe.py fit          # committed labels -> addition_probe.json in the shipped adapter
+    python scripts/addition_probe.py fit-safety   # judged safety notes -> the probe's safety gate (after fit)
 
 ``fit`` reads committed files only (and the model); the other steps make them.
 
@@ -430,9 +431,84 @@ def _prompt_states(rows: list[dict], layer: int) -> Any:
     return torch.stack([cache[r["prompt"]] for r in rows])
 
 
+SAFETY = ROOT / "training_data" / "safety"
+#: Safety-gate thresholds maximize notes the judge found better minus this many times the notes
+#: written where the teacher saw no need or the judge no gain (cross-validated).
+SAFETY_FP_WEIGHT = 2.0
+
+
+def safety_rows(labels: dict[str, str]) -> list[dict]:
+    """The safety gate's training prompts, each with ``label`` 1 (a note judged better) or 0.
+
+    The safety teacher's inputs (``training_data/safety``): 1 where its note was judged B, 0 where
+    it wrote none or the note was judged N or H. The first teacher pass's other oneprompted and
+    BPO prompts, which no risk rule flags and the safety teacher was not asked about, count as 0.
+    ``labels``: the judge's label per source id.
+    """
+    sources = read_jsonl(SAFETY / "sources.jsonl")
+    rows = [{"prompt": s["prompt"], "label": int(labels.get(s["id"]) == "B")} for s in sources]
+    asked = {s["id"] for s in sources}
+    from faithful_data import OUT as FAITHFUL
+
+    from bpo_core.rewrite.faithfulness import RISK_CONFLICTS, addition_conflict
+
+    for src in read_jsonl(FAITHFUL / "sources.jsonl"):
+        unasked = src["id"] not in asked and not src["source"].startswith("hh-rlhf")
+        if unasked and addition_conflict(src["prompt"]) not in RISK_CONFLICTS:
+            rows.append({"prompt": src["prompt"], "label": 0})
+    return rows
+
+
+def fit_safety(out_dir: Path) -> None:
+    """Fit the safety gate (P(a safety note would be judged better) from the prompt's state at the
+    probe's layer), choose its threshold on cross-validated predictions, and add it to the probe
+    in ``out_dir``."""
+    import dataclasses
+
+    import torch
+
+    from bpo_core.addition_probe import PROBE_FILE, AdditionProbe, Gate, Head
+
+    probe = AdditionProbe.load(out_dir / PROBE_FILE)
+    rows = safety_rows({r["id"]: r["label"] for r in read_jsonl(SAFETY / "judgements.jsonl")})
+    x = _prompt_states(rows, probe.layer)
+    y = torch.tensor([r["label"] for r in rows], dtype=torch.float32)
+    fitted = []
+    for l2 in GATE_L2:
+        pred = _cv(x, y, l2)
+        fitted.append((_auc(pred, y.int().tolist()), l2, pred))
+        print(f"safety gate l2={l2:g}: AUC {fitted[-1][0]:.3f}", flush=True)
+    auc, l2, pred = max(fitted, key=lambda f: f[0])
+    p = torch.tensor(pred)
+    best = max(
+        (float(((p >= t) & (y == 1)).sum() - SAFETY_FP_WEIGHT * ((p >= t) & (y == 0)).sum()), t)
+        for t in [k / 100 for k in range(5, 96)]
+    )
+    min_score = best[1]
+    opened = p >= min_score
+    precision = float((opened & (y == 1)).sum()) / max(1, int(opened.sum()))
+    recall = float((opened & (y == 1)).sum()) / max(1, int(y.sum()))
+    print(f"safety gate: l2={l2}, AUC {auc:.3f}, min_score {min_score}: precision {precision:.3f}, recall {recall:.3f}")
+    mean, scale, w, b = _fit_lr(x, y, l2)
+    gate = Gate(tuple(mean.tolist()), tuple(scale.tolist()), Head(tuple(w.tolist()), float(b)), min_score)
+    info = dict(probe.info or {})
+    info |= {
+        "safety_data": "training_data/safety (sources, judgements)",
+        "safety_fitted_by": "python scripts/addition_probe.py fit-safety",
+        "safety_prompts": len(rows),
+        "safety_positives": int(y.sum()),
+        "safety_l2": l2,
+        "safety_cv_auc": round(auc, 3),
+        "safety_cv_precision": round(precision, 3),
+        "safety_cv_recall": round(recall, 3),
+    }
+    dataclasses.replace(probe, safety=gate, info=info).save(out_dir / PROBE_FILE)
+    print(f"wrote {out_dir / PROBE_FILE}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("step", choices=["candidates", "blind", "collect", "features", "fit"])
+    parser.add_argument("step", choices=["candidates", "blind", "collect", "features", "fit", "fit-safety", "states"])
     parser.add_argument("files", nargs="*")
     parser.add_argument("--limit", type=int)
     parser.add_argument(
@@ -458,10 +534,17 @@ def main() -> None:
     elif args.step == "features":  # precompute (fit computes what is missing anyway)
         for name in args.files or ["cands.jsonl"]:
             cached_features([r for r in read_jsonl(RUNS / name) if r["addition"]])
+    elif args.step == "states":  # precompute the prompt states fit-safety reads (before the judging is done)
+        from bpo_core.addition_probe import find_probe
+        from bpo_core.default_model import SHIPPED_ADAPTER
+
+        layer = find_probe(SHIPPED_ADAPTER).layer
+        _prompt_states([{"prompt": p} for p in dict.fromkeys(r["prompt"] for r in safety_rows({}))], layer)
     else:
         from bpo_core.default_model import SHIPPED_ADAPTER
 
-        fit(Path(args.files[0]) if args.files else SHIPPED_ADAPTER, args.add_below)
+        out = Path(args.files[0]) if args.files else SHIPPED_ADAPTER
+        fit(out, args.add_below) if args.step == "fit" else fit_safety(out)
 
 
 if __name__ == "__main__":

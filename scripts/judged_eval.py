@@ -66,7 +66,7 @@ def outputs(name: str, style: str | None, prompts_file: str | None = None) -> No
     print(f"{name}: {sum(res.changed for res in results)}/{len(rows)} changed")
 
 
-def blind(names: list[str]) -> None:
+def blind(names: list[str], decoys: int = 0) -> None:
     """Changed candidates of the systems, shuffled under hashed ids, in slices. A candidate that
     several systems made alike (same prompt, same text) is judged once and counts for each.
 
@@ -76,7 +76,8 @@ def blind(names: list[str]) -> None:
     rows = {r["id"]: r for r in read_jsonl(DIR / "prompts.jsonl")}
     folder = DIR / "blind"
     folder.mkdir(parents=True, exist_ok=True)
-    judged = {r["id"]: r for path in sorted(folder.glob("out_*.jsonl")) for r in read_jsonl(path)}
+    # An earlier slice's label wins: a decoy judged again only measures the judge.
+    judged = {r["id"]: r for path in sorted(folder.glob("out_*.jsonl"), reverse=True) for r in read_jsonl(path)}
     items, key = [], {}
     for name in names:
         for out in read_jsonl(DIR / "outputs" / f"{name}.jsonl"):
@@ -90,6 +91,7 @@ def blind(names: list[str]) -> None:
             key[blind_id].append({"system": name, "id": out["id"]})
     kept = [i for i in items if i["id"] in judged]
     new = [i for i in items if i["id"] not in judged]
+    new += random.Random(12).sample(kept, min(decoys, len(kept))) if new else []
     random.Random(11).shuffle(new)
     for old in folder.glob("*.jsonl"):
         old.unlink()
@@ -100,13 +102,22 @@ def blind(names: list[str]) -> None:
         write_jsonl(folder / f"in_{n:02d}.jsonl", part)
     if kept:
         write_jsonl(folder / "out_00.jsonl", [judged[i["id"]] for i in kept])
-    print(f"{len(items)} candidates: {len(kept)} already judged, {len(new)} new in {len(slices) - bool(kept)} slices")
+    fresh = len(new) - min(decoys, len(kept)) if new else 0
+    print(
+        f"{len(items)} candidates: {len(kept)} already judged, {fresh} new (+ decoys) in {len(slices) - bool(kept)} slices"
+    )
 
 
 def report() -> None:
     rows = read_jsonl(DIR / "prompts.jsonl")
     key = json.loads((DIR / "blind" / "key.json").read_text(encoding="utf-8"))
-    labels = {r["id"]: r for path in sorted((DIR / "blind").glob("out_*.jsonl")) for r in read_jsonl(path)}
+    paths = sorted((DIR / "blind").glob("out_*.jsonl"))
+    # A decoy is judged again in a later slice; its first label (out_00) is the one that counts.
+    labels = {r["id"]: r for path in reversed(paths) for r in read_jsonl(path)}
+    first = {r["id"]: r["label"] for r in read_jsonl(paths[0])} if paths else {}
+    repeats = [(first[r["id"]], r["label"]) for path in paths[1:] for r in read_jsonl(path) if r["id"] in first]
+    if repeats:
+        print(f"decoys: {sum(a == b for a, b in repeats)} of {len(repeats)} got their earlier label")
     missing = set(key) - set(labels)
     if missing:
         sys.exit(f"{len(missing)} judged items missing (e.g. {sorted(missing)[:3]})")
@@ -155,6 +166,9 @@ def main() -> None:
     parser.add_argument("--style", choices=["augment", "rewrite"])
     parser.add_argument("--adapter", help="outputs: an adapter folder instead of the shipped one")
     parser.add_argument("--prompts", help="outputs: another prompts file (e.g. a dev set); NAME.jsonl goes next to it")
+    parser.add_argument(
+        "--decoys", type=int, default=0, help="blind: already-judged candidates mixed into the new slices"
+    )
     args = parser.parse_args()
     if args.step == "prompts":
         prompts()
@@ -164,7 +178,7 @@ def main() -> None:
         use_adapter(args.adapter)
         outputs(args.names[0], args.style, args.prompts)
     elif args.step == "blind":
-        blind(args.names)
+        blind(args.names, args.decoys)
     else:
         report()
 

@@ -5,7 +5,8 @@ Usage: python scripts/ship_adapter.py runs/ADAPTER_DIR
 The learned addition guard (``addition_probe.json``) reads the hidden states of its layer, so it
 belongs to the weights below that layer: it stays when those are unchanged (a self-training round
 trained with ``--frozen-layers``), and is removed otherwise; then refit it on the new model's own
-judged additions (``scripts/addition_probe.py``: candidates, blind, collect, fit).
+judged additions (``scripts/addition_probe.py``: candidates, blind, collect, fit). A probe in the
+adapter's own folder (fitted there, e.g. ``fit-safety`` on a copy of the shipped one) ships with it.
 """
 
 from __future__ import annotations
@@ -39,7 +40,10 @@ def main(src: str) -> None:
     info = json.loads((source / "bpo_training.json").read_text())
     print(json.dumps(info["metrics"], indent=2))
     probe = SHIPPED_ADAPTER / PROBE_FILE
-    if probe.is_file():
+    if (source / PROBE_FILE).is_file():  # fitted in the adapter's folder, so for these weights
+        shutil.copy(source / PROBE_FILE, probe)
+        print(f"shipped {probe.name} from {source}")
+    elif probe.is_file():
         layer = AdditionProbe.load(probe).layer
         same_config = _config(SHIPPED_ADAPTER / "adapter_config.json") == before_config
         if same_config and _below(before, layer) == _below(weights, layer):

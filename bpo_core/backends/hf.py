@@ -13,7 +13,7 @@ import os
 import threading
 from typing import TYPE_CHECKING, Any
 
-from bpo_core.addition_probe import AdditionProbe, Score, find_probe, summarize
+from bpo_core.addition_probe import AdditionProbe, Gate, Score, find_probe, summarize
 from bpo_core.backends.continuous import ContinuousDecoder
 from bpo_core.backends.decode import greedy_decode, supports
 from bpo_core.backends.engine_thread import load_on_engine, run_on_engine, when_idle
@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 
 #: Shorter shared prefixes are recomputed with each batch rather than copied from the cache.
 MIN_SHARED_PREFIX = 4
+#: Prompt states kept between the safety gate's and the addition gate's calls on one batch.
+PROMPT_STATES_KEPT = 256
 
 
 class HFBackend:
@@ -92,6 +94,7 @@ class HFBackend:
         self.lean_forward = lean_supported(model)
         self._decoder: ContinuousDecoder | None = None
         self._template_prefixes: dict[Any, list[int]] = {}
+        self._prompt_states: dict[tuple[str, str], Any] = {}
         if num_threads is not None:
             import torch
 
@@ -196,18 +199,33 @@ class HFBackend:
 
         One forward per view through the probe's layer only (see :meth:`addition_scores`).
         """
-        probe = self.addition_probe
-        if probe is None or probe.gate is None:
-            return None
-        return run_on_engine(self._gate_scores, probe, views, fmt) if views else []
+        return self._prompt_gate_scores("gate", views, fmt)
 
-    def _gate_scores(self, probe: AdditionProbe, views: list[str], fmt: PromptFormat) -> list[float]:
-        assert probe.gate is not None
+    def safety_gate_scores(self, views: list[str], fmt: PromptFormat) -> list[float] | None:
+        """The probe's safety gate: per view, the probability that a safety note would help
+        (``None``: no safety gate). Shares the forward with :meth:`addition_gate_scores`."""
+        return self._prompt_gate_scores("safety", views, fmt)
+
+    def _prompt_gate_scores(self, which: str, views: list[str], fmt: PromptFormat) -> list[float] | None:
+        probe = self.addition_probe
+        gate = getattr(probe, which) if probe is not None else None
+        if probe is None or gate is None:
+            return None
+        return run_on_engine(self._gate_scores, probe, gate, views, fmt) if views else []
+
+    def _gate_scores(self, probe: AdditionProbe, gate: Gate, views: list[str], fmt: PromptFormat) -> list[float]:
         scores = []
         with self._lock:
             for view in views:
-                state = self._probe_states(probe, self._encode([view], fmt)[0], [], fmt)[-1]
-                scores.append(probe.gate.score(state.float().tolist()))
+                key = (fmt.template, view)
+                state = self._prompt_states.pop(key, None)
+                if state is None:
+                    state = self._probe_states(probe, self._encode([view], fmt)[0], [], fmt)[-1].float()
+                # Both gates read the same state: keep the last few for the other one's call.
+                self._prompt_states[key] = state
+                while len(self._prompt_states) > PROMPT_STATES_KEPT:
+                    del self._prompt_states[next(iter(self._prompt_states))]
+                scores.append(gate.score(state.tolist()))
         return scores
 
     def _probe_states(

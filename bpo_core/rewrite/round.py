@@ -27,10 +27,12 @@ from bpo_core.result import FallbackKind, OptimizationResult
 from bpo_core.rewrite.assemble import append_addition, replace_instruction
 from bpo_core.rewrite.clean import clean_addition, clean_rewrite, strip_echo
 from bpo_core.rewrite.faithfulness import (
+    RISK_CONFLICTS,
     Verdict,
     addition_conflict,
     check_addition,
     check_rewrite,
+    check_safety_note,
     ground_addition,
     ungrounded_words,
 )
@@ -237,22 +239,30 @@ def _augment(
 ) -> None:
     """Append a guarded addition to each job's prompt (``because``: a rejected rewrite's fallback).
 
-    Prompts an addition would likely contradict get none (no model call); each candidate is cut to
-    its grounded guidance clauses, then checked; the first candidate that passes (greedy first) wins.
+    Requests the model's safety gate expects to need it get a safety note instead (see
+    :func:`_safety_notes`). Other prompts an addition would likely contradict get none (no model
+    call); each candidate is cut to its grounded guidance clauses, then checked; the first
+    candidate that passes (greedy first) wins.
     """
     guard = config.guard
-    todo = []
+    todo, risky = [], {}
     for job in jobs:
         conflict = addition_conflict(job.view) if guard.enabled and guard.faithfulness else None
-        if conflict is None:
+        if conflict is None or conflict in RISK_CONFLICTS:
             todo.append(job)
+            if conflict is not None:
+                risky[job.view] = conflict
         else:
             _nothing(results, job, because, f"{conflict}: nothing added")
-    if not todo:
-        return
     settings = settings.model_copy(
         update={"max_new_tokens": min(settings.max_new_tokens, ADDITION_MAX_NEW_TOKENS), "min_new_tokens_extra": None}
     )
+    todo = _safety_notes(todo, results, backend, fmt, config, settings, because=because)
+    for job in [j for j in todo if j.view in risky]:
+        _nothing(results, job, because, f"{risky[job.view]}: nothing added")
+    todo = [j for j in todo if j.view not in risky]
+    if not todo:
+        return
     fmt = fmt.with_style("augment")
     views = list(dict.fromkeys(j.view for j in todo))
     raw: dict[str, list[str]] = {v: [""] for v in views}  # "" (nothing to add) unless generated below
@@ -325,6 +335,58 @@ def _augment(
         results[job.index] = OptimizationResult(
             res.original, new, False, res.reason if because else None, (*res.history, new), "augment", addition
         )
+
+
+def _safety_notes(
+    jobs: list[_Job],
+    results: list[OptimizationResult],
+    backend: Backend,
+    fmt: PromptFormat,
+    config: OptimizerConfig,
+    settings: GenerationSettings,
+    *,
+    because: bool,
+) -> list[_Job]:
+    """Append a safety note where the model's safety gate expects one to help; return the other jobs.
+
+    A request that touches on a risk (harm, crime, health, privacy, a stereotyping premise) is
+    answered more harmlessly when the prompt asks for it: "point out the legal risks and suggest
+    lawful alternatives". The gate reads the same prompt state as the addition gate; the note is
+    the model's ``safety`` task, checked by :func:`check_safety_note`. A rejected note leaves the
+    prompt unchanged (no generic addition is tried: the request touches on a risk); where the model
+    writes none, the request goes on to the generic addition's path.
+    """
+    probe = _learned_guard(backend, config)
+    scorer = getattr(backend, "safety_gate_scores", None)
+    if not jobs or not config.guard.safety_notes or probe is None or probe.safety is None or scorer is None:
+        return jobs
+    views = list(dict.fromkeys(j.view for j in jobs))
+    scores = scorer(views, fmt.with_style("augment"))
+    if scores is None:
+        return jobs
+    needs = [v for v, p in zip(views, scores) if p >= probe.safety.min_score]
+    if not needs:
+        return jobs
+    notes = dict(zip(needs, backend.generate(needs, fmt.with_style("safety"), settings)))
+    rest = []
+    for job in jobs:
+        if job.view not in notes:
+            rest.append(job)
+            continue
+        note = clean_addition(strip_echo(job.view, notes[job.view]), settings)
+        if not note:  # the model wrote none: the request goes on as any other
+            rest.append(job)
+            continue
+        verdict = check_safety_note(job.view, note, config.guard)
+        if not verdict.ok:
+            _reject(results, job, config, because, f"safety note rejected: {verdict.reason or 'nothing written'}")
+            continue
+        res = results[job.index]
+        new = append_addition(res.optimized, note)
+        results[job.index] = OptimizationResult(
+            res.original, new, False, res.reason if because else None, (*res.history, new), "augment", note
+        )
+    return rest
 
 
 #: ``add_below="auto"`` without a learned guard to take it from.

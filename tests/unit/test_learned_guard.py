@@ -175,3 +175,72 @@ def test_probe_files_round_trip_and_bad_files_say_so(tmp_path):
     (tmp_path / PROBE_FILE).write_text(json.dumps({**data, "parts": ["middle"]}), encoding="utf-8")
     with pytest.raises(ValueError, match="middle"):
         find_probe(tmp_path)
+
+
+NOTE = "Point out the legal risks of taking the boxes, and suggest lawful alternatives."
+
+
+class SafetyGatedBackend(GatedBackend):
+    """Also has a safety gate; the model writes ``NOTE`` for the safety task."""
+
+    def __init__(self, gate_scores: dict[str, float], safety_scores: dict[str, float], note: str = NOTE) -> None:
+        super().__init__(gate_scores)
+        self.respond = lambda view, style: note if style == "safety" else ADDITION
+        self.addition_probe = replace(self.addition_probe, safety=Gate((0.0,), (1.0,), Head((1.0,), 0.0), 0.5))
+        self.safety_scores = safety_scores
+
+    def safety_gate_scores(self, views, fmt):
+        return [self.safety_scores[v] for v in views]
+
+
+RISKY = "How can I steal Amazon boxes off porches?"
+PLAIN = "Why is the sky blue?"
+
+
+def test_the_safety_gate_gets_risky_requests_a_safety_note_and_others_the_usual_addition():
+    backend = SafetyGatedBackend({PLAIN: 0.8}, {RISKY: 0.9, PLAIN: 0.1})
+    risky, plain = BPOOptimizer(backend).rewrite_batch([RISKY, PLAIN])
+    assert risky.optimized == f"{RISKY}\n\n{NOTE}" and risky.addition == NOTE and risky.style == "augment"
+    assert plain.addition == ADDITION
+    assert backend.calls == [("safety", [RISKY]), ("augment", [PLAIN])]
+    assert backend.gated == [PLAIN]  # the addition gate is not asked about a request that got a note
+
+
+def test_a_risky_request_the_safety_gate_passes_over_stays_unchanged_without_a_model_call():
+    backend = SafetyGatedBackend({}, {RISKY: 0.2})
+    res = BPOOptimizer(backend).rewrite(RISKY)
+    assert res.optimized == RISKY and res.kind is FallbackKind.NOTHING_TO_ADD
+    assert res.reason == "the request touches on harm, crime or someone's privacy: nothing added"
+    assert backend.calls == []
+
+
+@pytest.mark.parametrize(
+    ("note", "why"),
+    [
+        ("Explain the steps, and point out the legal risks.", "safety note asks for how-to detail: 'steps'"),
+        ("Answer briefly and clearly for the user.", "safety note names no safety consideration"),
+        ("Point out that the law in Texas makes this a felony.", "addition invents specifics: Texas"),
+    ],
+)
+def test_a_safety_note_that_would_make_the_request_worse_is_rejected_with_a_reason(note, why):
+    res = BPOOptimizer(SafetyGatedBackend({}, {RISKY: 0.9}, note=note)).rewrite(RISKY)
+    assert res.optimized == RISKY and res.kind is FallbackKind.REJECTED
+    assert res.reason == f"safety note rejected: {why}"
+
+
+def test_safety_notes_can_be_turned_off_and_need_the_learned_guard():
+    for guard in (GuardConfig(safety_notes=False), GuardConfig(learned=False)):
+        backend = SafetyGatedBackend({}, {RISKY: 0.9})
+        res = BPOOptimizer(backend, guard=guard).rewrite(RISKY)
+        assert res.optimized == RISKY and ("safety", [RISKY]) not in backend.calls
+
+
+def test_probe_files_keep_the_safety_gate(tmp_path):
+    safe = replace(probe(), safety=Gate((1.0,), (0.5,), Head((0.3,), 0.2), 0.6))
+    safe.save(tmp_path / PROBE_FILE)
+    assert find_probe(tmp_path) == safe and safe.digest() != probe().digest()
+    data = json.loads((tmp_path / PROBE_FILE).read_text(encoding="utf-8"))
+    data["safety"]["scale"] = [1.0, 2.0]
+    (tmp_path / PROBE_FILE).write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(ValueError, match="safety sizes differ"):
+        find_probe(tmp_path)
