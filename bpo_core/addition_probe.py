@@ -57,6 +57,33 @@ class Gate:
         return self.head.probability(_standardized(feature, self.mean, self.scale, "gate"))
 
 
+@dataclass(frozen=True)
+class SafetyNotes:
+    """Which safety note a request gets: one logistic head per note over the safety gate's
+    standardized state; the note with the most probable head wins.
+
+    The notes are fixed, reviewed texts ("Point out the legal and safety risks involved, ..."): a
+    small model asked to write one garbles the request ("suggest lawful ways to shoplift"), while a
+    fixed note cannot change or invent anything, and the heads learn from a strong LLM's judged
+    notes which kind fits.
+    """
+
+    notes: tuple[str, ...]
+    heads: tuple[Head, ...]
+    #: What each note is for ("crisis", "stereotype", ...).
+    kinds: tuple[str, ...]
+    #: The safety gate's threshold for a request the risk rules do not flag (``Gate.min_score`` is
+    #: for the ones they flag): most such requests are harmless, so a note needs more confidence.
+    plain_min_score: float = 1.0
+
+    def pick(self, z: Sequence[float]) -> str:
+        return max(zip(self.notes, self.heads), key=lambda nh: nh[1].probability(z))[0]
+
+    def note(self, kind: str) -> str | None:
+        """The note for ``kind``, if there is one."""
+        return next((n for n, k in zip(self.notes, self.kinds) if k == kind), None)
+
+
 class Score(NamedTuple):
     """The probe's probabilities that an addition makes the answer better, and that it harms."""
 
@@ -87,15 +114,29 @@ class AdditionProbe:
     #: Decides whether to write an addition at all (``add_below="auto"``), instead of the model's
     #: probability of adding nothing.
     gate: Gate | None = None
-    #: Decides whether a request needs a safety note (the model's ``safety`` task) instead of a
-    #: generic addition: P(a note would be judged better), from the same prompt state as ``gate``.
+    #: Decides whether a request needs a safety note instead of a generic addition: P(a note
+    #: would be judged better), from the same prompt state as ``gate``.
     safety: Gate | None = None
+    #: The note a request the safety gate opens for gets (needed with ``safety``).
+    safety_notes: SafetyNotes | None = None
     #: What the probe was fitted on and how well it did (free-form, for people).
     info: dict[str, Any] | None = None
 
     def score(self, feature: Sequence[float]) -> Score:
         z = _standardized(feature, self.mean, self.scale, "probe")
         return Score(self.helps.probability(z), self.harms.probability(z))
+
+    def safety_note(self, feature: Sequence[float], *, flagged: bool) -> tuple[float, str | None]:
+        """The safety gate's probability for a prompt's state, and the note it gets (``None``: none).
+
+        ``flagged``: the risk rules flag the request (``bpo_core.rewrite.faithfulness.RISK_CONFLICTS``).
+        """
+        gate, notes = self.safety, self.safety_notes
+        if gate is None or notes is None:
+            return 0.0, None
+        z = _standardized(feature, gate.mean, gate.scale, "safety gate")
+        p = gate.head.probability(z)
+        return p, notes.pick(z) if p >= (gate.min_score if flagged else notes.plain_min_score) else None
 
     def rejects(self, score: Score, min_helps: float | None = None) -> str | None:
         """Why an addition with ``score`` is dropped (``min_helps`` overrides the shipped threshold), or ``None``."""
@@ -127,6 +168,9 @@ class AdditionProbe:
                 add_below=None if data.get("add_below") is None else float(data["add_below"]),
                 gate=_gate(data["gate"]) if data.get("gate") else None,
                 safety=_gate(data["safety"]) if data.get("safety") else None,
+                safety_notes=_notes(data["safety_notes"], float(data.get("safety_plain_min_score", 1.0)))
+                if data.get("safety_notes")
+                else None,
                 info=data.get("info"),
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -136,6 +180,11 @@ class AdditionProbe:
         for name, gate in (("gate", probe.gate), ("safety", probe.safety)):
             if gate is not None and len({len(gate.mean), len(gate.scale), len(gate.head.weights)}) != 1:
                 raise ValueError(f"Not an addition probe file: {path} ({name} sizes differ)")
+        safety, notes = probe.safety, probe.safety_notes
+        if safety is not None or notes is not None:
+            fits = safety is not None and notes is not None and len(notes.notes) == len(notes.heads) > 0
+            if not fits or any(len(h.weights) != len(safety.mean) for h in notes.heads):  # type: ignore[union-attr]
+                raise ValueError(f"Not an addition probe file: {path} (safety notes do not match the safety gate)")
         if unknown or len(sizes) != 1:
             raise ValueError(f"Not an addition probe file: {path} (unknown parts {sorted(unknown)} or sizes differ)")
         return probe
@@ -170,6 +219,13 @@ class AdditionProbe:
                     "scale": r(gate.scale),
                     "head": {"bias": gate.head.bias, "weights": r(gate.head.weights)},
                 }
+        if self.safety_notes is not None:
+            data["safety_plain_min_score"] = self.safety_notes.plain_min_score
+            notes = self.safety_notes
+            data["safety_notes"] = [
+                {"kind": kind, "note": note, "head": {"bias": head.bias, "weights": r(head.weights)}}
+                for kind, note, head in zip(notes.kinds, notes.notes, notes.heads)
+            ]
         return data
 
 
@@ -186,6 +242,15 @@ def _gate(data: dict[str, Any]) -> Gate:
         tuple(data["scale"]),
         Head(tuple(head["weights"]), float(head["bias"])),
         float(data["min_score"]),
+    )
+
+
+def _notes(data: list[dict[str, Any]], plain_min_score: float) -> SafetyNotes:
+    return SafetyNotes(
+        tuple(str(d["note"]) for d in data),
+        tuple(Head(tuple(d["head"]["weights"]), float(d["head"]["bias"])) for d in data),
+        tuple(str(d["kind"]) for d in data),
+        plain_min_score,
     )
 
 

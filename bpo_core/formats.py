@@ -17,10 +17,6 @@ if TYPE_CHECKING:
 #: Edit styles. ``augment`` keeps the user's prompt verbatim and appends a short complementary
 #: instruction; ``rewrite`` replaces the instruction with an improved one (the authors' behaviour).
 STYLES: tuple[str, ...] = ("augment", "rewrite")
-#: What a format can ask a model for: the edit styles, and ``safety`` (a note that makes the answer
-#: to a risky request more harmless; an ``augment`` whose model ships a safety gate writes one
-#: instead of a generic addition where the gate says the request needs it).
-TASKS: tuple[str, ...] = (*STYLES, "safety")
 
 #: The authors' template for THUDM/BPO (``src/infer_example.py``), with a named placeholder.
 BPO_INST_TEMPLATE = (
@@ -31,11 +27,6 @@ BPO_INST_TEMPLATE = (
 BPO_INST_AUGMENT_TEMPLATE = (
     "[INST] You are an expert prompt engineer. Write a short instruction to append to this prompt, "
     "so that it gets a more helpful and harmless response without changing what it asks:\n{prompt} [/INST]"
-)
-#: The same model family asked for a safety note.
-BPO_INST_SAFETY_TEMPLATE = (
-    "[INST] You are an expert prompt engineer. Write a short note to append to this prompt, so that the "
-    "response is more harmless and still helpful without changing what it asks:\n{prompt} [/INST]"
 )
 
 #: System messages of chat-format optimizers per style; the embedded model is trained on these.
@@ -51,12 +42,6 @@ REWRITE_SYSTEM_PROMPT = (
     "nothing, and keep each [pasted text] or [pasted code] placeholder where it is. Reply with the "
     "rewritten prompt only."
 )
-SAFETY_SYSTEM_PROMPT = (
-    "You are an expert prompt engineer. The user's prompt goes to an AI assistant exactly as written. "
-    "Write a short note to append to it that makes the assistant's answer more harmless and still helpful "
-    "where the request touches on a risk, without changing or adding to what the user asked. Reply with "
-    "the note only, or with nothing if none is needed."
-)
 #: The system message of the first embedded adapter (rewrites only); kept so custom formats built on it still switch styles.
 LEGACY_SYSTEM_PROMPT = (
     "You are an expert prompt engineer. Please help me improve this prompt to get a more helpful "
@@ -64,26 +49,14 @@ LEGACY_SYSTEM_PROMPT = (
 )
 BPO_SYSTEM_PROMPT = REWRITE_SYSTEM_PROMPT
 
-_CHAT_TEMPLATES = {"augment": AUGMENT_SYSTEM_PROMPT, "rewrite": REWRITE_SYSTEM_PROMPT, "safety": SAFETY_SYSTEM_PROMPT}
-_INST_TEMPLATES = {
-    "augment": BPO_INST_AUGMENT_TEMPLATE,
-    "rewrite": BPO_INST_TEMPLATE,
-    "safety": BPO_INST_SAFETY_TEMPLATE,
-}
+_CHAT_TEMPLATES = {"augment": AUGMENT_SYSTEM_PROMPT, "rewrite": REWRITE_SYSTEM_PROMPT}
+_INST_TEMPLATES = {"augment": BPO_INST_AUGMENT_TEMPLATE, "rewrite": BPO_INST_TEMPLATE}
 
 
 def check_style(style: str) -> str:
-    """``style`` when it is an edit style a caller may choose, else a ``ValueError`` naming the choices."""
     if style not in STYLES:
         raise ValueError(f"Unknown style {style!r}; expected one of {', '.join(STYLES)}")
     return style
-
-
-def check_task(task: str) -> str:
-    """``task`` when a format can ask a model for it (an edit style or ``safety``), else a ``ValueError``."""
-    if task not in TASKS:
-        raise ValueError(f"Unknown task {task!r}; expected one of {', '.join(TASKS)}")
-    return task
 
 
 PLACEHOLDER = "{prompt}"
@@ -142,7 +115,7 @@ class PromptFormat(Protocol):
         """Return a copy that shows the optimizer these earlier conversation turns."""
 
     def with_style(self, style: str) -> PromptFormat:
-        """Return the format for an edit style or another task of :data:`TASKS` (a custom template is kept as it is)."""
+        """Return the format for an edit style (a custom template is kept as it is)."""
 
 
 @dataclass(frozen=True)
@@ -173,7 +146,7 @@ class InstFormat:
 
     def with_style(self, style: str) -> InstFormat:
         if self.template in _INST_TEMPLATES.values():
-            return replace(self, template=_INST_TEMPLATES[check_task(style)])
+            return replace(self, template=_INST_TEMPLATES[check_style(style)])
         return self
 
 
@@ -225,7 +198,7 @@ class ChatFormat:
 
     def with_style(self, style: str) -> ChatFormat:
         if self.template in _CHAT_TEMPLATES.values() or self.template == LEGACY_SYSTEM_PROMPT:
-            return replace(self, template=_CHAT_TEMPLATES[check_task(style)])
+            return replace(self, template=_CHAT_TEMPLATES[check_style(style)])
         return self
 
 

@@ -91,10 +91,11 @@ class GuardConfig(BaseModel):
     #: Keep an addition when the learned guard's probability that it helps is at least this
     #: (``None``: the threshold shipped with the guard). Lower keeps more additions.
     learned_threshold: float | None = Field(default=None, ge=0, le=1)
-    #: Where the model ships a safety gate (``bpo_core.addition_probe``) and the gate expects a
-    #: request to need it, append a safety note (the model's ``safety`` task) instead of a generic
-    #: addition: "point out the legal risks and suggest lawful alternatives". ``False``: such
-    #: requests are left unchanged, as the rules alone leave them.
+    #: Where the model's learned guard has a safety gate (``bpo_core.addition_probe``) and it
+    #: expects a request to need one, append one of its fixed safety notes instead of a generic
+    #: addition ("Point out the legal and safety risks involved, and suggest lawful alternatives
+    #: that meet the underlying need."). ``False``: such requests get what the rules alone give
+    #: them (a request the risk rules flag is left unchanged).
     safety_notes: bool = True
 
 

@@ -426,15 +426,18 @@ def _prompt_states(rows: list[dict], layer: int) -> Any:
             ids = fmt.encode(segment(r["prompt"]).view(), backend.tokenizer)
             with torch.inference_mode():
                 out = backend.model(input_ids=torch.tensor([ids]), output_hidden_states=True)
-            cache[r["prompt"]] = out.hidden_states[layer][0, -1].float()
+            cache[r["prompt"]] = out.hidden_states[layer][0, -1].float().clone()  # not a view: saved alone
         torch.save(cache, path)
     return torch.stack([cache[r["prompt"]] for r in rows])
 
 
 SAFETY = ROOT / "training_data" / "safety"
 #: Safety-gate thresholds maximize notes the judge found better minus this many times the notes
-#: written where the teacher saw no need or the judge no gain (cross-validated).
+#: written where the teacher saw no need or the judge no gain (cross-validated), for requests the
+#: risk rules flag and for the others: most of what users type is harmless, so a note where none
+#: is wanted costs more there.
 SAFETY_FP_WEIGHT = 2.0
+PLAIN_FP_WEIGHT = 8.0
 
 
 def safety_rows(labels: dict[str, str]) -> list[dict]:
@@ -442,21 +445,50 @@ def safety_rows(labels: dict[str, str]) -> list[dict]:
 
     The safety teacher's inputs (``training_data/safety``): 1 where its note was judged B, 0 where
     it wrote none or the note was judged N or H. The first teacher pass's other oneprompted and
-    BPO prompts, which no risk rule flags and the safety teacher was not asked about, count as 0.
-    ``labels``: the judge's label per source id.
+    BPO prompts, which no risk rule flags and the safety teacher was not asked about, count as 0, and
+    so do the strong LLM's harmless look-alikes of risky requests (``contrast.jsonl``). ``labels``: the judge's label per source id. ``kind``: which shipped note a judged-B teacher
+    note is sorted into (``notes.json``; ``None`` for the others).
     """
-    sources = read_jsonl(SAFETY / "sources.jsonl")
-    rows = [{"prompt": s["prompt"], "label": int(labels.get(s["id"]) == "B")} for s in sources]
-    asked = {s["id"] for s in sources}
+    import re
+
     from faithful_data import OUT as FAITHFUL
 
     from bpo_core.rewrite.faithfulness import RISK_CONFLICTS, addition_conflict
 
+    sources = read_jsonl(SAFETY / "sources.jsonl")
+    notes = {r["id"]: r["safety"] for r in read_jsonl(SAFETY / "teacher_outputs.jsonl")} if labels else {}
+    kinds = safety_kinds()
+    rows = []
+    for s in sources:
+        good = labels.get(s["id"]) == "B"
+        kind = (
+            next((k["kind"] for k in kinds if re.search(k["teacher_pattern"], notes[s["id"]], re.I)), None)
+            if good
+            else None
+        )
+        flagged = addition_conflict(s["prompt"]) in RISK_CONFLICTS
+        rows.append({"prompt": s["prompt"], "label": int(good), "kind": kind, "flagged": flagged})
+    asked = {s["id"] for s in sources}
+
     for src in read_jsonl(FAITHFUL / "sources.jsonl"):
         unasked = src["id"] not in asked and not src["source"].startswith("hh-rlhf")
         if unasked and addition_conflict(src["prompt"]) not in RISK_CONFLICTS:
-            rows.append({"prompt": src["prompt"], "label": 0})
+            rows.append({"prompt": src["prompt"], "label": 0, "kind": None, "flagged": False})
+    for r in read_jsonl(SAFETY / "contrast.jsonl"):
+        rows.append(
+            {
+                "prompt": r["prompt"],
+                "label": 0,
+                "kind": None,
+                "flagged": addition_conflict(r["prompt"]) in RISK_CONFLICTS,
+            }
+        )
     return rows
+
+
+def safety_kinds() -> list[dict]:
+    """The shipped safety notes and the pattern that sorts a teacher's note into each (``notes.json``)."""
+    return json.loads((SAFETY / "notes.json").read_text(encoding="utf-8"))["kinds"]
 
 
 def fit_safety(out_dir: Path) -> None:
@@ -480,17 +512,25 @@ def fit_safety(out_dir: Path) -> None:
         print(f"safety gate l2={l2:g}: AUC {fitted[-1][0]:.3f}", flush=True)
     auc, l2, pred = max(fitted, key=lambda f: f[0])
     p = torch.tensor(pred)
-    best = max(
-        (float(((p >= t) & (y == 1)).sum() - SAFETY_FP_WEIGHT * ((p >= t) & (y == 0)).sum()), t)
-        for t in [k / 100 for k in range(5, 96)]
-    )
-    min_score = best[1]
-    opened = p >= min_score
-    precision = float((opened & (y == 1)).sum()) / max(1, int(opened.sum()))
-    recall = float((opened & (y == 1)).sum()) / max(1, int(y.sum()))
-    print(f"safety gate: l2={l2}, AUC {auc:.3f}, min_score {min_score}: precision {precision:.3f}, recall {recall:.3f}")
+    flagged = torch.tensor([r["flagged"] for r in rows])
+    stats = {}
+    for name, group, weight in (("flagged", flagged, SAFETY_FP_WEIGHT), ("plain", ~flagged, PLAIN_FP_WEIGHT)):
+        t = max(
+            (float((group & (p >= t) & (y == 1)).sum() - weight * (group & (p >= t) & (y == 0)).sum()), t)
+            for t in [k / 100 for k in range(5, 100)]
+        )[1]
+        opened = group & (p >= t)
+        stats[name] = {
+            "min_score": t,
+            "prompts": int(group.sum()),
+            "precision": round(float((opened & (y == 1)).sum()) / max(1, int(opened.sum())), 3),
+            "recall": round(float((opened & (y == 1)).sum()) / max(1, int((group & (y == 1)).sum())), 3),
+        }
+    min_score, plain_min_score = stats["flagged"]["min_score"], stats["plain"]["min_score"]
+    print(f"safety gate: l2={l2}, AUC {auc:.3f}; cross-validated, by what the risk rules say: {stats}")
     mean, scale, w, b = _fit_lr(x, y, l2)
     gate = Gate(tuple(mean.tolist()), tuple(scale.tolist()), Head(tuple(w.tolist()), float(b)), min_score)
+    notes, accuracy = _fit_notes(rows, (x - mean) / scale, l2, plain_min_score)
     info = dict(probe.info or {})
     info |= {
         "safety_data": "training_data/safety (sources, judgements)",
@@ -499,11 +539,42 @@ def fit_safety(out_dir: Path) -> None:
         "safety_positives": int(y.sum()),
         "safety_l2": l2,
         "safety_cv_auc": round(auc, 3),
-        "safety_cv_precision": round(precision, 3),
-        "safety_cv_recall": round(recall, 3),
+        "safety_cv": stats,
+        "safety_notes_cv_accuracy": round(accuracy, 3),
     }
-    dataclasses.replace(probe, safety=gate, info=info).save(out_dir / PROBE_FILE)
+    dataclasses.replace(probe, safety=gate, safety_notes=notes, info=info).save(out_dir / PROBE_FILE)
     print(f"wrote {out_dir / PROBE_FILE}")
+
+
+def _fit_notes(rows: list[dict], z: Any, l2: float, plain_min_score: float) -> tuple[Any, float]:
+    """One-vs-rest heads over the gate's standardized state ``z``, one per shipped note, fitted on
+    the prompts whose judged-B teacher note was sorted into a kind; and their cross-validated
+    accuracy (the note picked is the kind's)."""
+    import torch
+
+    from bpo_core.addition_probe import Head, SafetyNotes
+
+    kinds = safety_kinds()
+    sorted_rows = [i for i, r in enumerate(rows) if r["kind"]]
+    zs = z[sorted_rows]
+    truth = [[k["kind"] for k in kinds].index(rows[i]["kind"]) for i in sorted_rows]
+    cv = torch.stack(
+        [
+            torch.tensor(_cv(zs, torch.tensor([t == k for t in truth], dtype=torch.float32), l2))
+            for k in range(len(kinds))
+        ],
+        1,
+    )
+    accuracy = float((cv.argmax(1) == torch.tensor(truth)).float().mean())
+    heads = []
+    for k in range(len(kinds)):
+        m, sc, w, b = _fit_lr(zs, torch.tensor([t == k for t in truth], dtype=torch.float32), l2)
+        # _fit_lr standardized zs again: fold that into a head over z itself.
+        heads.append(Head(tuple((w / sc).tolist()), float(b - (w * m / sc).sum())))
+    counts = {k["kind"]: truth.count(n) for n, k in enumerate(kinds)}
+    print(f"safety notes: {counts}; cross-validated accuracy {accuracy:.3f}")
+    notes = SafetyNotes(tuple(k["note"] for k in kinds), tuple(heads), tuple(k["kind"] for k in kinds), plain_min_score)
+    return notes, accuracy
 
 
 def main() -> None:

@@ -3,11 +3,13 @@
     python scripts/safety_data.py inputs     # source prompts -> sources.jsonl and the teacher's chunks
     python scripts/safety_data.py blind      # teacher notes -> shuffled judge chunks under hashed ids
     python scripts/safety_data.py collect    # runs/safety/{teacher,judge}/ -> the committed jsonl files
-    python scripts/safety_data.py pairs      # sources + notes + judgements (+ replayed pairs) -> pairs.jsonl
+    python scripts/safety_data.py contrast   # the strong LLM's harmless look-alike prompts -> contrast.jsonl
+    python scripts/safety_data.py dev        # a dev set disjoint from training and benchmarks/judged
 
 A third teacher pass, after the two of ``faithful_data.py``: for requests that touch on a risk
 (harm, crime, health, privacy, a stereotyping premise) a strong LLM wrote the note that makes the
-answer more harmless and still helpful, or nothing. ``pairs`` reads committed files only.
+answer more harmless and still helpful, or nothing. The notes teach the model's safety gate (where a
+note is wanted) and which of the shipped notes fits (``scripts/addition_probe.py fit-safety``).
 """
 
 from __future__ import annotations
@@ -117,42 +119,39 @@ def collect() -> None:
     print(f"{len(notes)} teacher notes, {len(rows)} judged")
 
 
-#: Teacher pairs of the shipped adapter replayed alongside, so the round keeps what it knew.
-REPLAY = 600
+def collect_contrast() -> None:
+    """The strong LLM's harmless look-alike prompts -> ``contrast.jsonl`` (negatives of the safety gate)."""
+    unique: dict[str, dict] = {}
+    for path in sorted((RUNS / "contrast").glob("out_*.jsonl")):
+        for r in read_jsonl(path):
+            unique.setdefault(r["prompt"].strip(), r)
+    rows = [{"id": r["id"], "prompt": prompt} for prompt, r in unique.items()]
+    write_jsonl(OUT / "contrast.jsonl", rows)
+    print(f"{len(rows)} contrast prompts -> {OUT / 'contrast.jsonl'}")
 
 
-def build_pairs() -> None:
-    """Safety pairs (judged-B notes, and "" where the teacher wrote none; N and H are dropped)
-    mixed with :data:`REPLAY` of the shipped adapter's own pairs (``pairs_generic.jsonl``)."""
-    sources = read_jsonl(OUT / "sources.jsonl")
-    notes = {row["id"]: row["safety"] for row in read_jsonl(OUT / "teacher_outputs.jsonl")}
-    labels = {row["id"]: row["label"] for row in read_jsonl(OUT / "judgements.jsonl")}
-    pairs, dropped = [], {"N": 0, "H": 0}
-    for src in sources:
-        note = notes[src["id"]]
-        label = labels[src["id"]] if note else "U"
-        if label in dropped:
-            dropped[label] += 1
-            continue
-        pairs.append(
-            {
-                "id": src["id"],
-                "source": src["source"],
-                "style": "safety",
-                "prompt": src["prompt"],
-                "target": note,
-                "label": label,
-            }
-        )
-    teacher = read_jsonl(FAITHFUL / "pairs_generic.jsonl")
-    picked = sorted(random.Random(0).sample(range(len(teacher)), REPLAY))
-    rows = pairs + [{**teacher[i], "source": f"replay/{teacher[i]['source']}"} for i in picked]
-    random.Random(1).shuffle(rows)
-    write_jsonl(OUT / "pairs.jsonl", rows)
-    kept = sum(p["label"] == "B" for p in pairs)
-    print(f"{kept} notes + {len(pairs) - kept} empty + {REPLAY} replayed -> {OUT / 'pairs.jsonl'}; dropped {dropped}")
+def build_dev() -> None:
+    """A dev set for the safety notes, disjoint from training and from ``benchmarks/judged``: 100
+    held-out HH-RLHF turns and 60 oneprompted validation / BPO test prompts the judged set left out."""
+    judged = {r["prompt"] for r in read_jsonl(ROOT / "benchmarks" / "judged" / "prompts.jsonl")}
+    rng = random.Random(7)
+    hh = rng.sample([p for p in hh_split()[1] if p not in judged], 100)
+    shared = ROOT.parent / "shared" / "data"
+    op = [r["prompt"] for r in read_jsonl(shared / "oneprompted" / "validation.jsonl") if not r["context"]]
+    bpo = [r["prompt"] for r in json.loads((shared / "bpo" / "bpo_test.json").read_text(encoding="utf-8"))]
+    rest = rng.sample([p for p in op if p not in judged], 30) + rng.sample([p for p in bpo if p not in judged], 30)
+    rows = [{"id": f"dev-hh-{i:03d}", "prompt": p} for i, p in enumerate(hh)]
+    rows += [{"id": f"dev-op-{i:03d}", "prompt": p} for i, p in enumerate(rest)]
+    write_jsonl(OUT / "dev" / "prompts.jsonl", rows)
+    print(f"{len(rows)} dev prompts -> {OUT / 'dev' / 'prompts.jsonl'}")
 
 
 if __name__ == "__main__":
-    steps = {"inputs": build_inputs, "blind": build_blind, "collect": collect, "pairs": build_pairs}
+    steps = {
+        "inputs": build_inputs,
+        "blind": build_blind,
+        "collect": collect,
+        "contrast": collect_contrast,
+        "dev": build_dev,
+    }
     steps[sys.argv[1]]()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from bpo_core.errors import GenerationError
-from bpo_core.formats import AUGMENT_SYSTEM_PROMPT, SAFETY_SYSTEM_PROMPT, ChatFormat, PromptFormat
+from bpo_core.formats import AUGMENT_SYSTEM_PROMPT, ChatFormat, PromptFormat
 from bpo_core.generation import GenerationSettings
 
 
@@ -32,7 +32,7 @@ class ScriptedBackend:
         return len(text.split())
 
     def generate(self, prompts: list[str], fmt: PromptFormat, settings: GenerationSettings) -> list[str]:
-        style = {AUGMENT_SYSTEM_PROMPT: "augment", SAFETY_SYSTEM_PROMPT: "safety"}.get(fmt.template, "rewrite")
+        style = "augment" if fmt.template == AUGMENT_SYSTEM_PROMPT else "rewrite"
         self.calls.append((style, list(prompts)))
         if self.fail is not None:
             raise self.fail

@@ -13,7 +13,7 @@ import os
 import threading
 from typing import TYPE_CHECKING, Any
 
-from bpo_core.addition_probe import AdditionProbe, Gate, Score, find_probe, summarize
+from bpo_core.addition_probe import AdditionProbe, Score, find_probe, summarize
 from bpo_core.backends.continuous import ContinuousDecoder
 from bpo_core.backends.decode import greedy_decode, supports
 from bpo_core.backends.engine_thread import load_on_engine, run_on_engine, when_idle
@@ -94,7 +94,7 @@ class HFBackend:
         self.lean_forward = lean_supported(model)
         self._decoder: ContinuousDecoder | None = None
         self._template_prefixes: dict[Any, list[int]] = {}
-        self._prompt_states: dict[tuple[str, str], Any] = {}
+        self._prompt_states: dict[tuple[str, str], list[float]] = {}
         if num_threads is not None:
             import torch
 
@@ -199,34 +199,42 @@ class HFBackend:
 
         One forward per view through the probe's layer only (see :meth:`addition_scores`).
         """
-        return self._prompt_gate_scores("gate", views, fmt)
-
-    def safety_gate_scores(self, views: list[str], fmt: PromptFormat) -> list[float] | None:
-        """The probe's safety gate: per view, the probability that a safety note would help
-        (``None``: no safety gate). Shares the forward with :meth:`addition_gate_scores`."""
-        return self._prompt_gate_scores("safety", views, fmt)
-
-    def _prompt_gate_scores(self, which: str, views: list[str], fmt: PromptFormat) -> list[float] | None:
         probe = self.addition_probe
-        gate = getattr(probe, which) if probe is not None else None
-        if probe is None or gate is None:
+        if probe is None or probe.gate is None:
             return None
-        return run_on_engine(self._gate_scores, probe, gate, views, fmt) if views else []
+        gate = probe.gate
+        return [gate.score(state) for state in self._prompt_features(probe, views, fmt)]
 
-    def _gate_scores(self, probe: AdditionProbe, gate: Gate, views: list[str], fmt: PromptFormat) -> list[float]:
-        scores = []
+    def safety_notes(
+        self, views: list[str], fmt: PromptFormat, flagged: list[bool]
+    ) -> list[tuple[float, str | None]] | None:
+        """The probe's safety gate: per view, its probability and the safety note the view gets
+        (``None``: none; ``flagged``: the risk rules flag the view); ``None`` when the probe has no
+        safety gate. Shares its forward with :meth:`addition_gate_scores`."""
+        probe = self.addition_probe
+        if probe is None or probe.safety is None:
+            return None
+        states = self._prompt_features(probe, views, fmt)
+        return [probe.safety_note(state, flagged=f) for state, f in zip(states, flagged)]
+
+    def _prompt_features(self, probe: AdditionProbe, views: list[str], fmt: PromptFormat) -> list[list[float]]:
+        return run_on_engine(self._prompt_states_of, probe, views, fmt) if views else []
+
+    def _prompt_states_of(self, probe: AdditionProbe, views: list[str], fmt: PromptFormat) -> list[list[float]]:
+        """The state that predicts each view's first new token, at the probe's layer."""
+        states = []
         with self._lock:
             for view in views:
                 key = (fmt.template, view)
                 state = self._prompt_states.pop(key, None)
                 if state is None:
-                    state = self._probe_states(probe, self._encode([view], fmt)[0], [], fmt)[-1].float()
-                # Both gates read the same state: keep the last few for the other one's call.
+                    state = self._probe_states(probe, self._encode([view], fmt)[0], [], fmt)[-1].float().tolist()
+                # Both gates read this state: keep the last few for the other one's call.
                 self._prompt_states[key] = state
                 while len(self._prompt_states) > PROMPT_STATES_KEPT:
                     del self._prompt_states[next(iter(self._prompt_states))]
-                scores.append(gate.score(state.tolist()))
-        return scores
+                states.append(state)
+        return states
 
     def _probe_states(
         self, probe: AdditionProbe, prompt_ids: list[int], addition_ids: list[int], fmt: PromptFormat

@@ -231,40 +231,6 @@ def _squash(text: str) -> str:
     return re.sub(r"\W+", "", text.lower())
 
 
-# What a safety note is about: a risk, a premise, care or a lawful way (the teacher's vocabulary).
-_SAFETY_NOTE = re.compile(
-    r"\b(?:legal\w*|illegal\w*|lawful\w*|unlawful\w*|laws?|ethic\w*|harm\w*|safe\w*|risks?|risky|dangers?|"
-    r"dangerous|consequences?|privacy|private|permission|consent|crisis|emergency|legitimate|respect\w*|"
-    r"stereotyp\w*|generali[sz]\w*|premise|assumption|fair\w*|care|caring|concern|support|wellbeing|"
-    r"well-being|professional|doctor|medical|help|victims?|abuse|violence|injury|hurtful|alternatives?|kind\w*)\b",
-    re.I,
-)
-# A note must never make a harmful request more operational.
-_OPERATIONAL = re.compile(
-    r"\b(?:steps?|step-by-step|instructions?|detailed|methods?|techniques?|recipes?|code|ingredients|"
-    r"amounts?|doses?|quantities|where to (?:buy|get|find (?:it|them)))\b",
-    re.I,
-)
-
-
-def check_safety_note(view: str, note: str, config: GuardConfig | None = None) -> Verdict:
-    """May the safety ``note`` be appended to the user's prompt (whose optimizer view is ``view``)?
-
-    The checks of :func:`check_addition` (shape, length, no invented specifics), and the note must
-    name a safety consideration without asking for how-to detail (steps, methods, doses).
-    """
-    config = config or GuardConfig()
-    verdict = check_addition(view, note, config)
-    if not verdict.ok or not (config.enabled and config.faithfulness):
-        return verdict
-    if not _SAFETY_NOTE.search(note):
-        return Verdict(False, "safety note names no safety consideration", verdict.score)
-    found = _OPERATIONAL.search(note)
-    if found:
-        return Verdict(False, f"safety note asks for how-to detail: {found.group(0)!r}", verdict.score)
-    return verdict
-
-
 # ----------------------------------------------------------------------------------- additions
 LEXICON_PATH = Path(__file__).resolve().parent.parent / "data" / "guidance_words.json"
 
@@ -345,6 +311,16 @@ _CONFLICTS: tuple[tuple[str, re.Pattern[str]], ...] = (
 #: Conflicts where a safety note may still fit (the model's safety gate decides).
 RISK_CONFLICTS = frozenset(
     {"the prompt generalizes about a group of people", "the request touches on harm, crime or someone's privacy"}
+)
+
+
+#: A user who speaks of harming themselves (first person only: "suicide rates" is a question about
+#: the world): the learned guard's crisis note always goes with it, when there is one.
+SELF_HARM = re.compile(
+    r"\b(?:kill(?:ing)? myself|end(?:ing)? my (?:own )?life|take my (?:own )?life|commit(?:ting)? suicide|"
+    r"(?:hurt|hurting|harm|harming|cut|cutting|starve|starving) myself|(?:I|i) want to die|"
+    r"(?:don'?t|do not) want to (?:live|be alive|wake up))\b",
+    re.I,
 )
 
 

@@ -28,11 +28,11 @@ from bpo_core.rewrite.assemble import append_addition, replace_instruction
 from bpo_core.rewrite.clean import clean_addition, clean_rewrite, strip_echo
 from bpo_core.rewrite.faithfulness import (
     RISK_CONFLICTS,
+    SELF_HARM,
     Verdict,
     addition_conflict,
     check_addition,
     check_rewrite,
-    check_safety_note,
     ground_addition,
     ungrounded_words,
 )
@@ -254,16 +254,16 @@ def _augment(
                 risky[job.view] = conflict
         else:
             _nothing(results, job, because, f"{conflict}: nothing added")
-    settings = settings.model_copy(
-        update={"max_new_tokens": min(settings.max_new_tokens, ADDITION_MAX_NEW_TOKENS), "min_new_tokens_extra": None}
-    )
-    todo = _safety_notes(todo, results, backend, fmt, config, settings, because=because)
+    fmt = fmt.with_style("augment")
+    todo = _safety_notes(todo, set(risky), results, backend, fmt, config, because=because)
     for job in [j for j in todo if j.view in risky]:
         _nothing(results, job, because, f"{risky[job.view]}: nothing added")
     todo = [j for j in todo if j.view not in risky]
     if not todo:
         return
-    fmt = fmt.with_style("augment")
+    settings = settings.model_copy(
+        update={"max_new_tokens": min(settings.max_new_tokens, ADDITION_MAX_NEW_TOKENS), "min_new_tokens_extra": None}
+    )
     views = list(dict.fromkeys(j.view for j in todo))
     raw: dict[str, list[str]] = {v: [""] for v in views}  # "" (nothing to add) unless generated below
     add_below = _add_below(config, backend)
@@ -339,54 +339,50 @@ def _augment(
 
 def _safety_notes(
     jobs: list[_Job],
+    risky: set[str],
     results: list[OptimizationResult],
     backend: Backend,
     fmt: PromptFormat,
     config: OptimizerConfig,
-    settings: GenerationSettings,
     *,
     because: bool,
 ) -> list[_Job]:
     """Append a safety note where the model's safety gate expects one to help; return the other jobs.
 
-    A request that touches on a risk (harm, crime, health, privacy, a stereotyping premise) is
-    answered more harmlessly when the prompt asks for it: "point out the legal risks and suggest
-    lawful alternatives". The gate reads the same prompt state as the addition gate; the note is
-    the model's ``safety`` task, checked by :func:`check_safety_note`. A rejected note leaves the
-    prompt unchanged (no generic addition is tried: the request touches on a risk); where the model
-    writes none, the request goes on to the generic addition's path.
+    A request that touches on a risk (crime, health, privacy, a stereotyping premise, hostility)
+    is answered more harmlessly, and still helpfully, when the prompt asks for it: "Point out any
+    legal, safety or ethical concerns involved, and suggest responsible alternatives that meet the
+    underlying need." The gate reads the same prompt state as the addition gate (``risky``: the
+    views the risk rules flag, which need less of its confidence) and picks one of the notes
+    shipped with it (:class:`~bpo_core.addition_probe.SafetyNotes`): fixed texts, so a note can
+    neither change nor invent anything. A request about harming oneself always gets the crisis note.
     """
+    scorer = getattr(backend, "safety_notes", None)
     probe = _learned_guard(backend, config)
-    scorer = getattr(backend, "safety_gate_scores", None)
-    if not jobs or not config.guard.safety_notes or probe is None or probe.safety is None or scorer is None:
+    if not jobs or not config.guard.safety_notes or probe is None or probe.safety_notes is None or scorer is None:
         return jobs
     views = list(dict.fromkeys(j.view for j in jobs))
-    scores = scorer(views, fmt.with_style("augment"))
-    if scores is None:
+    picked = scorer(views, fmt, [v in risky for v in views])
+    if picked is None:
         return jobs
-    needs = [v for v, p in zip(views, scores) if p >= probe.safety.min_score]
-    if not needs:
-        return jobs
-    notes = dict(zip(needs, backend.generate(needs, fmt.with_style("safety"), settings)))
-    rest = []
+    notes = {v: note for v, (_, note) in zip(views, picked) if note}
+    crisis = probe.safety_notes.note("crisis")
+    if crisis is not None:  # too important to leave to the heads' choice
+        notes |= {v: crisis for v in views if SELF_HARM.search(v)}
     for job in jobs:
-        if job.view not in notes:
-            rest.append(job)
-            continue
-        note = clean_addition(strip_echo(job.view, notes[job.view]), settings)
-        if not note:  # the model wrote none: the request goes on as any other
-            rest.append(job)
-            continue
-        verdict = check_safety_note(job.view, note, config.guard)
-        if not verdict.ok:
-            _reject(results, job, config, because, f"safety note rejected: {verdict.reason or 'nothing written'}")
-            continue
-        res = results[job.index]
-        new = append_addition(res.optimized, note)
-        results[job.index] = OptimizationResult(
-            res.original, new, False, res.reason if because else None, (*res.history, new), "augment", note
-        )
-    return rest
+        if job.view in notes:
+            res = results[job.index]
+            new = append_addition(res.optimized, notes[job.view])
+            results[job.index] = OptimizationResult(
+                res.original,
+                new,
+                False,
+                res.reason if because else None,
+                (*res.history, new),
+                "augment",
+                notes[job.view],
+            )
+    return [j for j in jobs if j.view not in notes]
 
 
 #: ``add_below="auto"`` without a learned guard to take it from.

@@ -9,8 +9,7 @@ Accepted records (JSON array, JSONL, or a Hugging Face ``datasets`` dataset):
 * ``bpo construct`` output (``instruction`` + ``context`` -> ``optimized_instruction``, or
   ``prompt`` -> ``optimized_prompt``);
 * style pairs (``training_data/faithful/pairs.jsonl``): ``prompt``, ``target``, ``style``
-  (``augment``: the target is the text to append, possibly empty; ``rewrite``: the new prompt;
-  ``safety``: a safety note to append, possibly empty, ``training_data/safety/pairs.jsonl``).
+  (``augment``: the target is the text to append, possibly empty; ``rewrite``: the new prompt).
 """
 
 from __future__ import annotations
@@ -32,7 +31,7 @@ class Pair:
     prompt: str
     optimized: str
     source: str = ""
-    #: ``rewrite`` (``optimized`` replaces the prompt), ``augment`` or ``safety`` (it is appended; may be empty).
+    #: ``rewrite`` (``optimized`` replaces the prompt) or ``augment`` (it is appended; may be empty).
     style: str = "rewrite"
 
 
@@ -76,11 +75,11 @@ def _pair_from_record(rec: Mapping[str, Any], where: str) -> Pair | None:
 
 
 def _style_pair(rec: Mapping[str, Any], where: str) -> Pair:
-    from bpo_core.formats import TASKS
+    from bpo_core.formats import STYLES
 
     style, prompt, target = rec.get("style"), rec.get("prompt"), rec.get("target")
-    if style not in TASKS:
-        raise DataFormatError(f"{where}: field 'style' must be one of {', '.join(TASKS)}, got {style!r}")
+    if style not in STYLES:
+        raise DataFormatError(f"{where}: field 'style' must be one of {', '.join(STYLES)}, got {style!r}")
     for field, value in (("prompt", prompt), ("target", target)):
         if not isinstance(value, str):
             raise DataFormatError(f"{where}: field {field!r} must be a string, got {type(value).__name__}")

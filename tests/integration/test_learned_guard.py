@@ -75,3 +75,35 @@ def test_the_guard_drops_additions_that_contradict_the_request_and_keeps_helpful
         assert res.reason.startswith("the learned guard expects the addition to harm")
     for res, plain in zip(guarded[len(CONTRADICTED) :], unguarded[len(CONTRADICTED) :]):
         assert res.addition == plain.addition and res.optimized.startswith(res.original)
+
+
+#: Requests that touch on a risk (none of them in the training, dev or held-out prompts).
+RISKY = ["What's the easiest way to shoplift from a grocery store?", "Why are men so bad at listening?"]
+
+
+def test_the_shipped_safety_gate_reads_the_same_state_as_the_reference_forward(backend):
+    import torch
+
+    probe = backend.addition_probe
+    assert probe.safety is not None and probe.safety_notes is not None
+    fmt = ChatFormat().with_style("augment")
+    prompts = RISKY + HELPED
+    fast = backend.safety_notes(prompts, fmt, [True, True, False, False])
+    for prompt, (p, _) in zip(prompts, fast):
+        ids = torch.tensor([fmt.encode(prompt, backend.tokenizer)])
+        with torch.inference_mode():
+            state = backend.model(input_ids=ids, output_hidden_states=True).hidden_states[probe.layer][0, -1]
+        assert p == pytest.approx(probe.safety.score(state.tolist()), abs=1e-4)
+    assert [note is not None for _, note in fast] == [True, True, False, False]
+
+
+def test_risky_requests_get_a_shipped_safety_note_and_other_prompts_are_as_without_notes(backend):
+    prompts = RISKY + HELPED + ["Thanks, that was all!", "I want to kill myself, there is no point any more"]
+    results = BPOOptimizer(backend, cache=False).rewrite_batch(prompts)
+    without = BPOOptimizer(backend, cache=False, guard=GuardConfig(safety_notes=False)).rewrite_batch(prompts)
+    notes = backend.addition_probe.safety_notes
+    for res, plain in zip(results[: len(RISKY)], without):
+        assert res.optimized == f"{res.original}\n\n{res.addition}" and res.addition in notes.notes
+        assert plain.optimized == plain.original and plain.reason.endswith("nothing added")
+    assert results[-1].addition == notes.note("crisis")
+    assert [r.optimized for r in results[len(RISKY) : -1]] == [r.optimized for r in without[len(RISKY) : -1]]

@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 
 from bpo_core import BPOOptimizer
-from bpo_core.addition_probe import PROBE_FILE, AdditionProbe, Gate, Head, Score, find_probe
+from bpo_core.addition_probe import PROBE_FILE, AdditionProbe, Gate, Head, SafetyNotes, Score, find_probe
 from bpo_core.guard import GuardConfig
 from bpo_core.result import FallbackKind
 from tests.fakes import ScriptedBackend
@@ -177,20 +177,27 @@ def test_probe_files_round_trip_and_bad_files_say_so(tmp_path):
         find_probe(tmp_path)
 
 
-NOTE = "Point out the legal risks of taking the boxes, and suggest lawful alternatives."
+NOTE = "Point out any legal, safety or ethical concerns involved, and suggest responsible alternatives."
+CARE = "Respond with care for the user's safety, and mention where to find immediate support."
 
 
 class SafetyGatedBackend(GatedBackend):
-    """Also has a safety gate; the model writes ``NOTE`` for the safety task."""
+    """Also has a safety gate that gives each view a chosen note (``None``: the gate stays closed)."""
 
-    def __init__(self, gate_scores: dict[str, float], safety_scores: dict[str, float], note: str = NOTE) -> None:
+    def __init__(self, gate_scores: dict[str, float], notes: dict[str, str | None]) -> None:
         super().__init__(gate_scores)
-        self.respond = lambda view, style: note if style == "safety" else ADDITION
-        self.addition_probe = replace(self.addition_probe, safety=Gate((0.0,), (1.0,), Head((1.0,), 0.0), 0.5))
-        self.safety_scores = safety_scores
+        heads = (Head((1.0,), 0.0), Head((-1.0,), 0.0))
+        self.addition_probe = replace(
+            self.addition_probe,
+            safety=Gate((0.0,), (1.0,), Head((1.0,), 0.0), 0.5),
+            safety_notes=SafetyNotes((NOTE, CARE), heads, ("general", "crisis")),
+        )
+        self.notes = notes
+        self.flagged: dict[str, bool] = {}
 
-    def safety_gate_scores(self, views, fmt):
-        return [self.safety_scores[v] for v in views]
+    def safety_notes(self, views, fmt, flagged):
+        self.flagged |= dict(zip(views, flagged))
+        return [(0.9 if self.notes.get(v) else 0.1, self.notes.get(v)) for v in views]
 
 
 RISKY = "How can I steal Amazon boxes off porches?"
@@ -198,49 +205,76 @@ PLAIN = "Why is the sky blue?"
 
 
 def test_the_safety_gate_gets_risky_requests_a_safety_note_and_others_the_usual_addition():
-    backend = SafetyGatedBackend({PLAIN: 0.8}, {RISKY: 0.9, PLAIN: 0.1})
+    backend = SafetyGatedBackend({PLAIN: 0.8}, {RISKY: NOTE})
     risky, plain = BPOOptimizer(backend).rewrite_batch([RISKY, PLAIN])
     assert risky.optimized == f"{RISKY}\n\n{NOTE}" and risky.addition == NOTE and risky.style == "augment"
     assert plain.addition == ADDITION
-    assert backend.calls == [("safety", [RISKY]), ("augment", [PLAIN])]
+    assert backend.calls == [("augment", [PLAIN])]  # a note is picked, not written
     assert backend.gated == [PLAIN]  # the addition gate is not asked about a request that got a note
+    assert backend.flagged == {RISKY: True, PLAIN: False}  # the rules' flag sets the gate's threshold
 
 
-def test_a_risky_request_the_safety_gate_passes_over_stays_unchanged_without_a_model_call():
-    backend = SafetyGatedBackend({}, {RISKY: 0.2})
-    res = BPOOptimizer(backend).rewrite(RISKY)
-    assert res.optimized == RISKY and res.kind is FallbackKind.NOTHING_TO_ADD
-    assert res.reason == "the request touches on harm, crime or someone's privacy: nothing added"
-    assert backend.calls == []
+def test_a_risky_request_the_safety_gate_passes_over_stays_unchanged_and_others_go_on_as_usual():
+    backend = SafetyGatedBackend({PLAIN: 0.8}, {})
+    risky, plain = BPOOptimizer(backend).rewrite_batch([RISKY, PLAIN])
+    assert risky.optimized == RISKY and risky.kind is FallbackKind.NOTHING_TO_ADD
+    assert risky.reason == "the request touches on harm, crime or someone's privacy: nothing added"
+    assert plain.addition == ADDITION and backend.calls == [("augment", [PLAIN])]
 
 
-@pytest.mark.parametrize(
-    ("note", "why"),
-    [
-        ("Explain the steps, and point out the legal risks.", "safety note asks for how-to detail: 'steps'"),
-        ("Answer briefly and clearly for the user.", "safety note names no safety consideration"),
-        ("Point out that the law in Texas makes this a felony.", "addition invents specifics: Texas"),
-    ],
-)
-def test_a_safety_note_that_would_make_the_request_worse_is_rejected_with_a_reason(note, why):
-    res = BPOOptimizer(SafetyGatedBackend({}, {RISKY: 0.9}, note=note)).rewrite(RISKY)
-    assert res.optimized == RISKY and res.kind is FallbackKind.REJECTED
-    assert res.reason == f"safety note rejected: {why}"
+def test_a_request_about_self_harm_always_gets_the_crisis_note():
+    prompt = "I don't want to live anymore, what should I do"
+    res = BPOOptimizer(SafetyGatedBackend({}, {prompt: NOTE})).rewrite(prompt)
+    assert res.addition == CARE
+    closed = BPOOptimizer(SafetyGatedBackend({}, {})).rewrite(prompt)  # even where the gate stays closed
+    assert closed.addition == CARE
+
+
+def test_a_rejected_rewrite_falls_back_to_a_safety_note():
+    backend = SafetyGatedBackend({}, {RISKY: NOTE})
+    backend.respond = lambda view, style: "Tell me a joke." if style == "rewrite" else ADDITION
+    res = BPOOptimizer(backend, style="rewrite").rewrite(RISKY)
+    assert res.optimized == f"{RISKY}\n\n{NOTE}" and res.style == "augment"
+    assert res.reason.startswith("rewrite drops key words")
 
 
 def test_safety_notes_can_be_turned_off_and_need_the_learned_guard():
     for guard in (GuardConfig(safety_notes=False), GuardConfig(learned=False)):
-        backend = SafetyGatedBackend({}, {RISKY: 0.9})
-        res = BPOOptimizer(backend, guard=guard).rewrite(RISKY)
-        assert res.optimized == RISKY and ("safety", [RISKY]) not in backend.calls
+        res = BPOOptimizer(SafetyGatedBackend({}, {RISKY: NOTE}), guard=guard).rewrite(RISKY)
+        assert res.optimized == RISKY and res.reason.endswith("nothing added")
 
 
-def test_probe_files_keep_the_safety_gate(tmp_path):
-    safe = replace(probe(), safety=Gate((1.0,), (0.5,), Head((0.3,), 0.2), 0.6))
+def test_the_safety_gate_picks_the_note_with_the_most_probable_head_over_its_standardized_state():
+    safe = replace(
+        probe(),
+        safety=Gate((1.0, 0.0), (2.0, 1.0), Head((1.0, 0.0), 0.0), 0.6),
+        safety_notes=SafetyNotes(
+            (NOTE, CARE), (Head((0.0, 1.0), 0.0), Head((0.0, -1.0), 0.0)), ("general", "crisis"), 0.95
+        ),
+    )
+    p, note = safe.safety_note([5.0, 2.0], flagged=True)  # z = (2, 2): the gate gives sigmoid(2), head 1 wins
+    assert p == pytest.approx(1 / (1 + math.exp(-2))) and note == NOTE
+    assert safe.safety_note([5.0, -2.0], flagged=True)[1] == CARE
+    assert safe.safety_note([5.0, 2.0], flagged=False)[1] is None  # unflagged: under plain_min_score 0.95
+    assert safe.safety_note([1.0, 2.0], flagged=True) == (0.5, None)  # under min_score: no note
+    assert probe().safety_note([1.0, 2.0], flagged=True) == (0.0, None)  # no safety gate
+    assert safe.safety_notes.note("crisis") == CARE and safe.safety_notes.note("privacy") is None
+
+
+def test_probe_files_keep_the_safety_gate_and_its_notes(tmp_path):
+    safe = replace(
+        probe(),
+        safety=Gate((1.0,), (0.5,), Head((0.3,), 0.2), 0.6),
+        safety_notes=SafetyNotes((NOTE, CARE), (Head((0.5,), 0.1), Head((-0.5,), 0.0)), ("general", "crisis"), 0.9),
+    )
     safe.save(tmp_path / PROBE_FILE)
     assert find_probe(tmp_path) == safe and safe.digest() != probe().digest()
     data = json.loads((tmp_path / PROBE_FILE).read_text(encoding="utf-8"))
-    data["safety"]["scale"] = [1.0, 2.0]
+    for broken in ({**data, "safety_notes": []}, {**data, "safety": None}):
+        (tmp_path / PROBE_FILE).write_text(json.dumps(broken), encoding="utf-8")
+        with pytest.raises(ValueError, match="safety notes do not match"):
+            find_probe(tmp_path)
+    data["safety_notes"][0]["head"]["weights"] = [1.0, 2.0]
     (tmp_path / PROBE_FILE).write_text(json.dumps(data), encoding="utf-8")
-    with pytest.raises(ValueError, match="safety sizes differ"):
+    with pytest.raises(ValueError, match="safety notes do not match"):
         find_probe(tmp_path)
