@@ -389,12 +389,7 @@ def _fit_gate(
     x = torch.cat([prompt_end, _prompt_states(emptied, layer)])
     labels = [r["label"] for r in judged] + ["U"] * len(emptied)
     y = torch.tensor([lab == "B" for lab in labels], dtype=torch.float32)
-    fitted = []
-    for l2 in GATE_L2:
-        pred = _cv(x, y, l2)
-        fitted.append((_auc(pred, y.int().tolist()), l2, pred))
-        print(f"gate l2={l2:g}: AUC B {fitted[-1][0]:.3f}", flush=True)
-    auc, l2, pred = max(fitted, key=lambda f: f[0])
+    auc, l2, pred = _best_l2(x, y, "gate")
     g = torch.tensor(pred)
     total = len(rows)
     writes = [(round(t, 4), g >= t) for t in torch.quantile(g, torch.linspace(0.2, 0.9, 71)).tolist()]
@@ -409,6 +404,16 @@ def _fit_gate(
     gate = Gate(tuple(mean.tolist()), tuple(scale.tolist()), Head(tuple(w.tolist()), float(b)), min_score)
     info = {"gate_l2": l2, "gate_cv_auc": round(auc, 3), "gate_written_pct": round(written_pct, 1)}
     return gate, min_helps, max_harms, rates, info
+
+
+def _best_l2(x: Any, y: Any, what: str) -> tuple[float, float, list[float]]:
+    """The L2 of :data:`GATE_L2` with the best cross-validated AUC: (AUC, L2, the predictions)."""
+    fitted = []
+    for l2 in GATE_L2:
+        pred = _cv(x, y, l2)
+        fitted.append((_auc(pred, y.int().tolist()), l2, pred))
+        print(f"{what} l2={l2:g}: AUC {fitted[-1][0]:.3f}", flush=True)
+    return max(fitted, key=lambda f: f[0])
 
 
 def _prompt_states(rows: list[dict], layer: int) -> Any:
@@ -505,12 +510,7 @@ def fit_safety(out_dir: Path) -> None:
     rows = safety_rows({r["id"]: r["label"] for r in read_jsonl(SAFETY / "judgements.jsonl")})
     x = _prompt_states(rows, probe.layer)
     y = torch.tensor([r["label"] for r in rows], dtype=torch.float32)
-    fitted = []
-    for l2 in GATE_L2:
-        pred = _cv(x, y, l2)
-        fitted.append((_auc(pred, y.int().tolist()), l2, pred))
-        print(f"safety gate l2={l2:g}: AUC {fitted[-1][0]:.3f}", flush=True)
-    auc, l2, pred = max(fitted, key=lambda f: f[0])
+    auc, l2, pred = _best_l2(x, y, "safety gate")
     p = torch.tensor(pred)
     flagged = torch.tensor([r["flagged"] for r in rows])
     stats = {}

@@ -113,6 +113,15 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
+def unblind(folder: Path, what: str) -> tuple[dict, dict[str, dict]]:
+    """A judged folder's key (blind id -> what was judged) and the judges' rows by blind id, checked
+    to have come back exactly once each."""
+    key = json.loads((folder / "key.json").read_text(encoding="utf-8"))
+    labels = {row["id"]: row for path in sorted(folder.glob("out_*.jsonl")) for row in read_jsonl(path)}
+    assert set(labels) == set(key), f"every judged {what} must come back exactly once"
+    return key, labels
+
+
 def collect() -> None:
     """Merge the teacher's and the judges' chunk files; un-blind the judgements with the key."""
     runs = ROOT / "runs" / "faithful"
@@ -121,9 +130,7 @@ def collect() -> None:
     by_id = {row["id"]: row for row in teacher}
     assert sorted(by_id) == sorted(ids), "teacher outputs do not match the sources one to one"
     write_jsonl(OUT / "teacher_outputs.jsonl", [{k: by_id[i][k] for k in ("id", "augment", "rewrite")} for i in ids])
-    key = json.loads((runs / "judge" / "key.json").read_text(encoding="utf-8"))
-    labels = {row["id"]: row for path in sorted((runs / "judge").glob("out_*.jsonl")) for row in read_jsonl(path)}
-    assert set(labels) == set(key), "every judged item must come back exactly once"
+    key, labels = unblind(runs / "judge", "item")
     rows = [
         {"id": key[j]["id"], "style": key[j]["kind"], "label": labels[j]["label"], "why": labels[j]["why"]}
         for j in sorted(key, key=lambda j: (ids.index(key[j]["id"]), key[j]["kind"]))
@@ -134,9 +141,7 @@ def collect() -> None:
     asked = [row["id"] for path in sorted((runs / "teacher2").glob("in_*.jsonl")) for row in read_jsonl(path)]
     assert sorted(generic) == sorted(asked), "generic teacher outputs do not match its inputs one to one"
     write_jsonl(OUT / "generic_outputs.jsonl", [{"id": i, "addition": generic[i]["addition"]} for i in asked])
-    key = json.loads((runs / "judge2" / "key.json").read_text(encoding="utf-8"))
-    labels = {row["id"]: row for path in sorted((runs / "judge2").glob("out_*.jsonl")) for row in read_jsonl(path)}
-    assert set(labels) == set(key), "every judged generic addition must come back exactly once"
+    key, labels = unblind(runs / "judge2", "generic addition")
     order = {i: n for n, i in enumerate(asked)}
     rows = [
         {"id": key[j], "label": labels[j]["label"], "why": labels[j]["why"]}

@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from faithful_data import OUT as FAITHFUL  # noqa: E402
-from faithful_data import ROOT, hh_split, read_jsonl, write_jsonl
+from faithful_data import ROOT, hh_split, read_jsonl, unblind, write_jsonl
 
 OUT = ROOT / "training_data" / "safety"
 RUNS = ROOT / "runs" / "safety"
@@ -107,9 +107,7 @@ def collect() -> None:
     notes = teacher_notes()
     order = [row["id"] for row in read_jsonl(OUT / "sources.jsonl")]
     write_jsonl(OUT / "teacher_outputs.jsonl", [{"id": i, "safety": notes[i]} for i in order])
-    key = json.loads((RUNS / "judge" / "key.json").read_text(encoding="utf-8"))
-    labels = {row["id"]: row for path in sorted((RUNS / "judge").glob("out_*.jsonl")) for row in read_jsonl(path)}
-    assert set(labels) == set(key), "every judged note must come back exactly once"
+    key, labels = unblind(RUNS / "judge", "note")
     pos = {i: n for n, i in enumerate(order)}
     rows = [
         {"id": key[h], "label": labels[h]["label"], "why": labels[h]["why"]}

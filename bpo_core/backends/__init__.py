@@ -18,9 +18,10 @@ class Backend(Protocol):
     ``"rewrite"`` when absent); ``scores_stopping`` (``True`` when greedy ``generate`` honours
     ``settings.nothing_above``: it decides between adding nothing and adding something on the
     model's probability of ending at once); ``addition_probe`` with ``addition_scores(views,
-    additions, fmt)`` and ``addition_gate_scores(views, fmt)`` (a learned guard's scores of each
-    addition, and its gate's of each prompt; ``None`` when the model has no such guard; see
-    :mod:`bpo_core.addition_probe`).
+    additions, fmt)``, ``addition_gate_scores(views, fmt)`` and ``safety_notes(views, fmt,
+    flagged)`` (a learned guard's scores of each addition, its gate's of each prompt, and its
+    safety gate's probability and note per prompt; ``None`` when the model has no such guard or
+    gate; see :mod:`bpo_core.addition_probe`).
     """
 
     #: Identifies the model weights (used in cache keys).

@@ -302,7 +302,6 @@ def _augment(
         raw.update(zip(views, _candidates(views, backend, fmt, settings, config.n_best)))
     passing: dict[int, list[str]] = {}
     for job in todo:
-        res = results[job.index]
         verdicts = []
         for text in raw[job.view]:
             cleaned = clean_addition(strip_echo(job.view, text), settings)
@@ -327,14 +326,10 @@ def _augment(
         if job.index not in passing:
             continue
         addition, why = picked[job.index]
-        res = results[job.index]
         if addition is None:
             _reject(results, job, config, because, why or "the learned guard dropped the addition")
             continue
-        new = append_addition(res.optimized, addition)
-        results[job.index] = OptimizationResult(
-            res.original, new, False, res.reason if because else None, (*res.history, new), "augment", addition
-        )
+        _add(results, job, addition, because)
 
 
 def _safety_notes(
@@ -371,17 +366,7 @@ def _safety_notes(
         notes |= {v: crisis for v in views if SELF_HARM.search(v)}
     for job in jobs:
         if job.view in notes:
-            res = results[job.index]
-            new = append_addition(res.optimized, notes[job.view])
-            results[job.index] = OptimizationResult(
-                res.original,
-                new,
-                False,
-                res.reason if because else None,
-                (*res.history, new),
-                "augment",
-                notes[job.view],
-            )
+            _add(results, job, notes[job.view], because)
     return [j for j in jobs if j.view not in notes]
 
 
@@ -447,6 +432,15 @@ def _pick_additions(
         elif current is None:
             best[job.index] = (None, f"{why}: {text!r}", -1.0)
     return {i: (text, why) for i, (text, why, _) in best.items()}
+
+
+def _add(results: list[OptimizationResult], job: _Job, addition: str, because: bool) -> None:
+    """Append ``addition`` to the job's prompt (``because``: the rejected rewrite's reason stays)."""
+    res = results[job.index]
+    new = append_addition(res.optimized, addition)
+    results[job.index] = OptimizationResult(
+        res.original, new, False, res.reason if because else None, (*res.history, new), "augment", addition
+    )
 
 
 def _reject(results: list[OptimizationResult], job: _Job, config: OptimizerConfig, because: bool, reason: str) -> None:
