@@ -28,6 +28,9 @@ PROBE_FILE = "addition_probe.json"
 
 #: The summaries of one layer's hidden states a probe may read, in this order.
 PARTS = ("prompt_end", "addition_mean", "end")
+#: The summaries of a prompt's states a gate may read: the state that predicts the first new token,
+#: or the mean over the prompt's tokens (after the template's shared prefix).
+PROMPT_PARTS = ("prompt_end", "prompt_mean")
 
 
 @dataclass(frozen=True)
@@ -45,13 +48,15 @@ class Head:
 @dataclass(frozen=True)
 class Gate:
     """Before anything is written: the probability that an addition would help this prompt, from
-    the state that predicts the first new token (standardized, one logistic regression)."""
+    one summary of the prompt's states (standardized, one logistic regression)."""
 
     mean: tuple[float, ...]
     scale: tuple[float, ...]
     head: Head
     #: Write an addition when :meth:`score` is at least this.
     min_score: float
+    #: Which of :data:`PROMPT_PARTS` it reads.
+    reads: str = "prompt_end"
 
     def score(self, feature: Sequence[float]) -> float:
         return self.head.probability(_standardized(feature, self.mean, self.scale, "gate"))
@@ -127,7 +132,8 @@ class AdditionProbe:
         return Score(self.helps.probability(z), self.harms.probability(z))
 
     def safety_note(self, feature: Sequence[float], *, flagged: bool) -> tuple[float, str | None]:
-        """The safety gate's probability for a prompt's state, and the note it gets (``None``: none).
+        """The safety gate's probability for a prompt's summary (the one its gate ``reads``), and the
+        note it gets (``None``: none).
 
         ``flagged``: the risk rules flag the request (``bpo_core.rewrite.faithfulness.RISK_CONFLICTS``).
         """
@@ -215,6 +221,7 @@ class AdditionProbe:
             if gate is not None:
                 data[name] = {
                     "min_score": gate.min_score,
+                    **({"reads": gate.reads} if gate.reads != "prompt_end" else {}),
                     "mean": r(gate.mean),
                     "scale": r(gate.scale),
                     "head": {"bias": gate.head.bias, "weights": r(gate.head.weights)},
@@ -237,11 +244,15 @@ def _standardized(feature: Sequence[float], mean: Sequence[float], scale: Sequen
 
 def _gate(data: dict[str, Any]) -> Gate:
     head = data["head"]
+    reads = str(data.get("reads", "prompt_end"))
+    if reads not in PROMPT_PARTS:
+        raise ValueError(f"a gate reads one of {PROMPT_PARTS}, not {reads!r}")
     return Gate(
         tuple(data["mean"]),
         tuple(data["scale"]),
         Head(tuple(head["weights"]), float(head["bias"])),
         float(data["min_score"]),
+        reads,
     )
 
 
@@ -260,6 +271,13 @@ def find_probe(*folders: str | os.PathLike[str] | None) -> AdditionProbe | None:
         if folder is not None and (Path(folder) / PROBE_FILE).is_file():
             return AdditionProbe.load(Path(folder) / PROBE_FILE)
     return None
+
+
+def prompt_summaries(states: Any) -> dict[str, list[float]]:
+    """Each of :data:`PROMPT_PARTS` of a prompt's states (``[tokens, hidden]``, after the template's
+    shared prefix, up to the state that predicts the first new token)."""
+    states = states.float()
+    return {"prompt_end": states[-1].tolist(), "prompt_mean": states.mean(0).tolist()}
 
 
 def summarize(states: Any, cut: int, parts: Sequence[str]) -> list[float]:

@@ -445,6 +445,32 @@ SAFETY_FP_WEIGHT = 2.0
 PLAIN_FP_WEIGHT = 8.0
 
 
+#: The safety gate reads the mean of the prompt's states: cross-validated AUC 0.952 against 0.929
+#: for the state that predicts the first new token, which the addition gate reads.
+SAFETY_READS = "prompt_mean"
+
+
+def prompt_summaries(prompts: list[str], part: str) -> Any:
+    """``part`` of each prompt's summaries (``bpo_core.addition_probe.PROMPT_PARTS``), as the
+    runtime computes them (``HFBackend.prompt_summaries``, cached in runs/probe)."""
+    import torch
+
+    from bpo_core.rewrite.segment import segment
+
+    path = RUNS / "prompt_summaries.pt"
+    cache: dict[str, dict[str, Any]] = torch.load(path) if path.is_file() else {}
+    todo = list(dict.fromkeys(p for p in prompts if p not in cache))
+    if todo:
+        backend, fmt = _load_model()
+        for start in range(0, len(todo), 200):
+            chunk = todo[start : start + 200]
+            got = backend.prompt_summaries([segment(p).view() for p in chunk], fmt)
+            cache.update({p: {k: torch.tensor(v) for k, v in g.items()} for p, g in zip(chunk, got)})
+            print(f"prompt summaries {start + len(chunk)}/{len(todo)}", flush=True)
+        torch.save(cache, path)
+    return torch.stack([cache[p][part] for p in prompts])
+
+
 def safety_rows(labels: dict[str, str]) -> list[dict]:
     """The safety gate's training prompts, each with ``label`` 1 (a note judged better) or 0.
 
@@ -508,7 +534,7 @@ def fit_safety(out_dir: Path) -> None:
 
     probe = AdditionProbe.load(out_dir / PROBE_FILE)
     rows = safety_rows({r["id"]: r["label"] for r in read_jsonl(SAFETY / "judgements.jsonl")})
-    x = _prompt_states(rows, probe.layer)
+    x = prompt_summaries([r["prompt"] for r in rows], SAFETY_READS)
     y = torch.tensor([r["label"] for r in rows], dtype=torch.float32)
     auc, l2, pred = _best_l2(x, y, "safety gate")
     p = torch.tensor(pred)
@@ -529,7 +555,7 @@ def fit_safety(out_dir: Path) -> None:
     min_score, plain_min_score = stats["flagged"]["min_score"], stats["plain"]["min_score"]
     print(f"safety gate: l2={l2}, AUC {auc:.3f}; cross-validated, by what the risk rules say: {stats}")
     mean, scale, w, b = _fit_lr(x, y, l2)
-    gate = Gate(tuple(mean.tolist()), tuple(scale.tolist()), Head(tuple(w.tolist()), float(b)), min_score)
+    gate = Gate(tuple(mean.tolist()), tuple(scale.tolist()), Head(tuple(w.tolist()), float(b)), min_score, SAFETY_READS)
     notes, accuracy = _fit_notes(rows, (x - mean) / scale, l2, plain_min_score)
     info = dict(probe.info or {})
     info |= {
@@ -605,12 +631,8 @@ def main() -> None:
     elif args.step == "features":  # precompute (fit computes what is missing anyway)
         for name in args.files or ["cands.jsonl"]:
             cached_features([r for r in read_jsonl(RUNS / name) if r["addition"]])
-    elif args.step == "states":  # precompute the prompt states fit-safety reads (before the judging is done)
-        from bpo_core.addition_probe import find_probe
-        from bpo_core.default_model import SHIPPED_ADAPTER
-
-        layer = find_probe(SHIPPED_ADAPTER).layer
-        _prompt_states([{"prompt": p} for p in dict.fromkeys(r["prompt"] for r in safety_rows({}))], layer)
+    elif args.step == "states":  # precompute the prompt summaries fit-safety reads (before the judging is done)
+        prompt_summaries([r["prompt"] for r in safety_rows({})], SAFETY_READS)
     else:
         from bpo_core.default_model import SHIPPED_ADAPTER
 

@@ -13,7 +13,7 @@ import os
 import threading
 from typing import TYPE_CHECKING, Any
 
-from bpo_core.addition_probe import AdditionProbe, Score, find_probe, summarize
+from bpo_core.addition_probe import AdditionProbe, Score, find_probe, prompt_summaries, summarize
 from bpo_core.backends.continuous import ContinuousDecoder
 from bpo_core.backends.decode import greedy_decode, supports
 from bpo_core.backends.engine_thread import load_on_engine, run_on_engine, when_idle
@@ -94,7 +94,7 @@ class HFBackend:
         self.lean_forward = lean_supported(model)
         self._decoder: ContinuousDecoder | None = None
         self._template_prefixes: dict[Any, list[int]] = {}
-        self._prompt_states: dict[tuple[str, str], list[float]] = {}
+        self._prompt_states: dict[tuple[str, str], dict[str, list[float]]] = {}
         if num_threads is not None:
             import torch
 
@@ -203,7 +203,7 @@ class HFBackend:
         if probe is None or probe.gate is None:
             return None
         gate = probe.gate
-        return [gate.score(state) for state in self._prompt_features(probe, views, fmt)]
+        return [gate.score(summary[gate.reads]) for summary in self.prompt_summaries(views, fmt)]
 
     def safety_notes(
         self, views: list[str], fmt: PromptFormat, flagged: list[bool]
@@ -214,27 +214,34 @@ class HFBackend:
         probe = self.addition_probe
         if probe is None or probe.safety is None:
             return None
-        states = self._prompt_features(probe, views, fmt)
-        return [probe.safety_note(state, flagged=f) for state, f in zip(states, flagged)]
+        reads = probe.safety.reads
+        summaries = self.prompt_summaries(views, fmt)
+        return [probe.safety_note(summary[reads], flagged=f) for summary, f in zip(summaries, flagged)]
 
-    def _prompt_features(self, probe: AdditionProbe, views: list[str], fmt: PromptFormat) -> list[list[float]]:
-        return run_on_engine(self._prompt_states_of, probe, views, fmt) if views else []
+    def prompt_summaries(self, views: list[str], fmt: PromptFormat) -> list[dict[str, list[float]]]:
+        """Per view, the summaries the probe's gates read (``bpo_core.addition_probe.PROMPT_PARTS``)
+        of its states at the probe's layer; ``[]`` without a probe."""
+        probe = self.addition_probe
+        if probe is None or not views:
+            return []
+        return run_on_engine(self._prompt_summaries, probe, views, fmt)
 
-    def _prompt_states_of(self, probe: AdditionProbe, views: list[str], fmt: PromptFormat) -> list[list[float]]:
-        """The state that predicts each view's first new token, at the probe's layer."""
-        states = []
+    def _prompt_summaries(
+        self, probe: AdditionProbe, views: list[str], fmt: PromptFormat
+    ) -> list[dict[str, list[float]]]:
+        summaries = []
         with self._lock:
             for view in views:
                 key = (fmt.template, view)
-                state = self._prompt_states.pop(key, None)
-                if state is None:
-                    state = self._probe_states(probe, self._encode([view], fmt)[0], [], fmt)[-1].float().tolist()
-                # Both gates read this state: keep the last few for the other one's call.
-                self._prompt_states[key] = state
+                summary = self._prompt_states.pop(key, None)
+                if summary is None:
+                    summary = prompt_summaries(self._probe_states(probe, self._encode([view], fmt)[0], [], fmt))
+                # Both gates read these: keep the last few for the other one's call.
+                self._prompt_states[key] = summary
                 while len(self._prompt_states) > PROMPT_STATES_KEPT:
                     del self._prompt_states[next(iter(self._prompt_states))]
-                states.append(state)
-        return states
+                summaries.append(summary)
+        return summaries
 
     def _probe_states(
         self, probe: AdditionProbe, prompt_ids: list[int], addition_ids: list[int], fmt: PromptFormat

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from bpo_core import BPOOptimizer
@@ -89,11 +91,14 @@ def test_the_shipped_safety_gate_reads_the_same_state_as_the_reference_forward(b
     fmt = ChatFormat().with_style("augment")
     prompts = RISKY + HELPED
     fast = backend.safety_notes(prompts, fmt, [True, True, False, False])
+    tok = backend.tokenizer
+    prefix = len(os.path.commonprefix([fmt.encode("A", tok), fmt.encode("Z", tok)]))  # the template's
+    assert probe.safety.reads == "prompt_mean"
     for prompt, (p, _) in zip(prompts, fast):
-        ids = torch.tensor([fmt.encode(prompt, backend.tokenizer)])
+        ids = torch.tensor([fmt.encode(prompt, tok)])
         with torch.inference_mode():
-            state = backend.model(input_ids=ids, output_hidden_states=True).hidden_states[probe.layer][0, -1]
-        assert p == pytest.approx(probe.safety.score(state.tolist()), abs=1e-4)
+            states = backend.model(input_ids=ids, output_hidden_states=True).hidden_states[probe.layer][0]
+        assert p == pytest.approx(probe.safety.score(states[prefix:].mean(0).tolist()), abs=1e-4)
     assert [note is not None for _, note in fast] == [True, True, False, False]
 
 

@@ -264,12 +264,15 @@ def test_the_safety_gate_picks_the_note_with_the_most_probable_head_over_its_sta
 def test_probe_files_keep_the_safety_gate_and_its_notes(tmp_path):
     safe = replace(
         probe(),
-        safety=Gate((1.0,), (0.5,), Head((0.3,), 0.2), 0.6),
+        safety=Gate((1.0,), (0.5,), Head((0.3,), 0.2), 0.6, reads="prompt_mean"),
         safety_notes=SafetyNotes((NOTE, CARE), (Head((0.5,), 0.1), Head((-0.5,), 0.0)), ("general", "crisis"), 0.9),
     )
     safe.save(tmp_path / PROBE_FILE)
     assert find_probe(tmp_path) == safe and safe.digest() != probe().digest()
     data = json.loads((tmp_path / PROBE_FILE).read_text(encoding="utf-8"))
+    (tmp_path / PROBE_FILE).write_text(json.dumps({**data, "safety": {**data["safety"], "reads": "middle"}}))
+    with pytest.raises(ValueError, match="reads one of"):
+        find_probe(tmp_path)
     for broken in ({**data, "safety_notes": []}, {**data, "safety": None}):
         (tmp_path / PROBE_FILE).write_text(json.dumps(broken), encoding="utf-8")
         with pytest.raises(ValueError, match="safety notes do not match"):
