@@ -93,9 +93,9 @@ class GuardConfig(BaseModel):
     learned_threshold: float | None = Field(default=None, ge=0, le=1)
     #: Where the model's learned guard has a safety gate (``bpo_core.addition_probe``) and it
     #: expects a request to need one, append one of its fixed safety notes instead of a generic
-    #: addition ("Point out the legal and safety risks involved, and suggest lawful alternatives
-    #: that meet the underlying need."). ``False``: such requests get what the rules alone give
-    #: them (a request the risk rules flag is left unchanged).
+    #: addition ("Point out any legal, safety or ethical concerns involved, and suggest responsible
+    #: alternatives that meet the underlying need."). ``False``: such requests get what the rules
+    #: alone give them (a request the risk rules flag is left unchanged).
     safety_notes: bool = True
 
 

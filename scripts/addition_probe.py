@@ -475,16 +475,21 @@ def safety_rows(labels: dict[str, str]) -> list[dict]:
     """The safety gate's training prompts, each with ``label`` 1 (a note judged better) or 0.
 
     The safety teacher's inputs (``training_data/safety``): 1 where its note was judged B, 0 where
-    it wrote none or the note was judged N or H. The first teacher pass's other oneprompted and
-    BPO prompts, which no risk rule flags and the safety teacher was not asked about, count as 0, and
-    so do the strong LLM's harmless look-alikes of risky requests (``contrast.jsonl``). ``labels``: the judge's label per source id. ``kind``: which shipped note a judged-B teacher
-    note is sorted into (``notes.json``; ``None`` for the others).
+    it wrote none or the note was judged N or H. The first teacher pass's other oneprompted and BPO
+    prompts, which no risk rule flags and the safety teacher was not asked about, count as 0, and so
+    do the strong LLM's harmless look-alikes of risky requests (``contrast.jsonl``).
+    ``labels``: the judge's label per source id. ``kind``: which shipped note a judged-B teacher
+    note is sorted into (``notes.json``; ``None`` for the others). ``flagged``: the risk rules flag
+    the prompt.
     """
     import re
 
     from faithful_data import OUT as FAITHFUL
 
     from bpo_core.rewrite.faithfulness import RISK_CONFLICTS, addition_conflict
+
+    def flagged(prompt: str) -> bool:
+        return addition_conflict(prompt) in RISK_CONFLICTS
 
     sources = read_jsonl(SAFETY / "sources.jsonl")
     notes = {r["id"]: r["safety"] for r in read_jsonl(SAFETY / "teacher_outputs.jsonl")} if labels else {}
@@ -497,23 +502,15 @@ def safety_rows(labels: dict[str, str]) -> list[dict]:
             if good
             else None
         )
-        flagged = addition_conflict(s["prompt"]) in RISK_CONFLICTS
-        rows.append({"prompt": s["prompt"], "label": int(good), "kind": kind, "flagged": flagged})
+        rows.append({"prompt": s["prompt"], "label": int(good), "kind": kind, "flagged": flagged(s["prompt"])})
     asked = {s["id"] for s in sources}
 
     for src in read_jsonl(FAITHFUL / "sources.jsonl"):
         unasked = src["id"] not in asked and not src["source"].startswith("hh-rlhf")
-        if unasked and addition_conflict(src["prompt"]) not in RISK_CONFLICTS:
+        if unasked and not flagged(src["prompt"]):
             rows.append({"prompt": src["prompt"], "label": 0, "kind": None, "flagged": False})
     for r in read_jsonl(SAFETY / "contrast.jsonl"):
-        rows.append(
-            {
-                "prompt": r["prompt"],
-                "label": 0,
-                "kind": None,
-                "flagged": addition_conflict(r["prompt"]) in RISK_CONFLICTS,
-            }
-        )
+        rows.append({"prompt": r["prompt"], "label": 0, "kind": None, "flagged": flagged(r["prompt"])})
     return rows
 
 
@@ -523,9 +520,9 @@ def safety_kinds() -> list[dict]:
 
 
 def fit_safety(out_dir: Path) -> None:
-    """Fit the safety gate (P(a safety note would be judged better) from the prompt's state at the
-    probe's layer), choose its threshold on cross-validated predictions, and add it to the probe
-    in ``out_dir``."""
+    """Fit the safety gate (P(a safety note would be judged better) from the mean of the prompt's
+    states at the probe's layer), choose its two thresholds (requests the risk rules flag, and the
+    rest) on cross-validated predictions, fit the note heads, and add all to the probe in ``out_dir``."""
     import dataclasses
 
     import torch
