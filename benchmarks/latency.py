@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import machine_line, test_prompts
+from _common import machine_line, test_prompts, wait_for_half_weights
 
 from bpo_core import BPOOptimizer
 from bpo_core.default_model import shared_default_backend
@@ -112,17 +112,6 @@ def summary(name: str, per_prompt: list[float], outputs: list[str], prompts: lis
         f"{name}: p50={statistics.median(ms):.0f}ms p90={percentile(ms, 0.9):.0f}ms max={max(ms):.0f}ms "
         f"mean={statistics.mean(ms):.0f}ms changed={changed}/{len(prompts)}"
     )
-
-
-def wait_for_half_weights(backend: Any, timeout_s: float = 120.0) -> str:
-    """Let the engine finish packing its fp16 weight copies (idle work) before timing."""
-    lean = backend._continuous_decoder().lean
-    if not lean.half_weights:
-        return "off"
-    start = time.monotonic()
-    while not (lean._half is not None and lean._half.ready) and time.monotonic() - start < timeout_s:
-        time.sleep(0.05)
-    return f"packed in {time.monotonic() - start:.1f}s after load"
 
 
 def run_engine(engine: str, n: int, gguf: str | None, add_below: float | None = None) -> dict[str, Any]:

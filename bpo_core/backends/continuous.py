@@ -411,7 +411,8 @@ class _Scheduler:
         key = torch.arange(end, device=self.device)[None, :]
         # Causal and not padding; the diagonal keeps a padding query attending to something (no NaN).
         mask = ((key <= query)[None] & valid[:, None, :end]) | (key == query)[None]
-        logits = self.lean.forward(ids.to(self.device), positions, view, mask[:, None])
+        real = valid[:, end - width : end]
+        logits = self.lean.forward(ids.to(self.device), positions, view, mask[:, None], real=real)
         self.kv.length = end
         self.valid = torch.cat([self.valid, valid])
         self.positions = torch.cat([self.positions, positions[:, -1:] + 1])

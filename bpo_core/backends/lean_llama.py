@@ -115,8 +115,9 @@ class KVBuffers:
             rows = max(need, reserve)
 
             def grow(t: torch.Tensor) -> torch.Tensor:
-                out = t.new_zeros((rows, *t.shape[1:]))
+                out = t.new_empty((rows, *t.shape[1:]))  # each element written once: copied or zeroed
                 out[: t.shape[0]] = t
+                out[t.shape[0] :] = 0
                 return out
 
             self.storage_keys = [grow(k) for k in self.storage_keys]
@@ -158,8 +159,9 @@ class KVBuffers:
         if extra > 0:
 
             def widen(t: torch.Tensor) -> torch.Tensor:
-                out = t.new_zeros((t.shape[0], t.shape[1], capacity, t.shape[3]))
+                out = t.new_empty((t.shape[0], t.shape[1], capacity, t.shape[3]))
                 out[:, :, : t.shape[2]] = t
+                out[:, :, t.shape[2] :] = 0
                 return out
 
             self.storage_keys = [widen(k) for k in self.storage_keys]
@@ -397,64 +399,83 @@ class LeanLlama:
         mask: torch.Tensor,
         *,
         until_layer: int | None = None,
+        real: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Run ``ids`` (``[B, T]``) through the model, appending to ``kv``; returns last-position logits.
 
         ``mask`` is boolean, ``[B, 1, T, kv.length + T]`` (True: may attend). ``until_layer``: stop
         after that many layers and return their output for every position (``[B, T, hidden]``),
-        in float32 weights.
+        in float32 weights. ``real`` (boolean ``[B, T]``, every row with at least one True) marks
+        the positions that hold tokens in a padded batch: the projections and the MLP then run on
+        those only, padding's keys and values are written as zeros (it is masked anyway), and
+        each row's logits are those of its last real position.
         """
         import torch
         import torch.nn.functional as F
 
         self._check_weights()
         core = self.model.model
-        x = core.embed_tokens(ids)
-        cos, sin = core.rotary_emb(x, positions)
-        cos, sin = cos[:, None], sin[:, None]
         batch, steps = ids.shape
+        # Token rows: every position, or only the real ones of a padded prefill (which can be a
+        # third padding when prompt lengths differ, all of it matrix products for nothing).
+        pick = last_real = None
+        if real is not None and until_layer is None and not bool(real.all()) and bool(real.any(1).all()):
+            pick = real.reshape(-1).nonzero().squeeze(1)
+            last_real = real.sum(1).cumsum(0) - 1  # token rows are in row order: a row's last ends its run
+        flat_ids = ids.reshape(-1) if pick is None else ids.reshape(-1)[pick]
+        flat_positions = positions.expand(batch, steps).reshape(-1)
+        if pick is not None:
+            flat_positions = flat_positions[pick]
+        x = core.embed_tokens(flat_ids)  # [tokens, hidden]
+        cos, sin = core.rotary_emb(x, flat_positions[None])
+        cos, sin = cos[0, :, None], sin[0, :, None]  # [tokens, 1, head_dim]
+        tokens = x.shape[0]
         start, end = kv.length, kv.length + steps
         cache_keys, cache_values = kv.keys, kv.values
         single = steps == 1 and self.group > 1
-        half = self._half_weights(batch * steps) if until_layer is None else None
+        half = self._half_weights(tokens) if until_layer is None else None
         # The additive form SDPA would derive from the boolean mask in every layer, made once.
         mask = torch.zeros(mask.shape, dtype=x.dtype, device=x.device).masked_fill_(~mask, float("-inf"))
-        heads, kv_heads = self.n_heads, self.n_kv
+        heads, kv_heads, head_dim = self.n_heads, self.n_kv, self.head_dim
+
+        def batched(t: torch.Tensor) -> torch.Tensor:
+            """Token rows ``[tokens, h, d]`` -> ``[B, h, T, d]`` (zeros at padding)."""
+            if pick is not None:
+                t = t.new_zeros((batch * steps, *t.shape[1:])).index_copy_(0, pick, t)
+            return t.view(batch, steps, *t.shape[1:]).transpose(1, 2)
+
         for i, layer in enumerate(core.layers):
             if i == until_layer:
                 kv.length = end
-                return x
+                return x.view(batch, steps, -1)
             attn, mlp = layer.self_attn, layer.mlp
             h = self._norm(x, layer.input_layernorm)
             if half is not None:  # q, k and v from one GEMM; q and k rotated together
-                qkv = half.linear(h, half.layers[i][0]).view(batch, steps, heads + 2 * kv_heads, self.head_dim)
-                qk = qkv[:, :, : heads + kv_heads].transpose(1, 2)
+                qkv = half.linear(h, half.layers[i][0]).view(tokens, heads + 2 * kv_heads, head_dim)
+                qk = qkv[:, : heads + kv_heads]
                 qk = qk * cos + _rotate_half(qk) * sin
                 q, k = qk[:, :heads], qk[:, heads:]
-                v = qkv[:, :, heads + kv_heads :].transpose(1, 2)
+                v = qkv[:, heads + kv_heads :]
             else:
-                q = attn.q_proj(h).view(batch, steps, heads, self.head_dim).transpose(1, 2)
-                k = attn.k_proj(h).view(batch, steps, kv_heads, self.head_dim).transpose(1, 2)
-                v = attn.v_proj(h).view(batch, steps, kv_heads, self.head_dim).transpose(1, 2)
+                q = attn.q_proj(h).view(tokens, heads, head_dim)
+                k = attn.k_proj(h).view(tokens, kv_heads, head_dim)
+                v = attn.v_proj(h).view(tokens, kv_heads, head_dim)
                 q = q * cos + _rotate_half(q) * sin
                 k = k * cos + _rotate_half(k) * sin
-            cache_keys[i][:, :, start:end] = k
-            cache_values[i][:, :, start:end] = v
+            cache_keys[i][:, :, start:end] = batched(k)
+            cache_values[i][:, :, start:end] = batched(v)
             keys, values = cache_keys[i][:, :, :end], cache_values[i][:, :, :end]
             if single:  # query heads grouped on their key/value head: no copy of the cache
                 out = F.scaled_dot_product_attention(
-                    q.reshape(batch, self.n_kv, self.group, self.head_dim),
-                    keys,
-                    values,
-                    attn_mask=mask,
-                    scale=self.scale,
-                ).reshape(batch, self.n_heads, 1, self.head_dim)
+                    q.reshape(batch, kv_heads, self.group, head_dim), keys, values, attn_mask=mask, scale=self.scale
+                ).reshape(batch, heads * head_dim)
             else:
-                if self.group > 1:
-                    keys = keys.repeat_interleave(self.group, dim=1)
-                    values = values.repeat_interleave(self.group, dim=1)
-                out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=self.scale)
-            out = out.transpose(1, 2).reshape(batch, steps, -1)
+                out = F.scaled_dot_product_attention(
+                    batched(q), keys, values, attn_mask=mask, scale=self.scale, enable_gqa=self.group > 1
+                )
+                out = out.transpose(1, 2).reshape(batch * steps, heads * head_dim)
+                if pick is not None:
+                    out = out.index_select(0, pick)
             if half is not None:
                 x = x + half.linear(out, half.layers[i][1])
                 h = self._norm(x, layer.post_attention_layernorm)
@@ -465,7 +486,7 @@ class LeanLlama:
                 h = self._norm(x, layer.post_attention_layernorm)
                 x = x + mlp.down_proj(F.silu(mlp.gate_proj(h)) * mlp.up_proj(h))
         kv.length = end
-        last = self._norm(x[:, -1], core.norm)
+        last = self._norm(x.view(batch, steps, -1)[:, -1] if last_real is None else x[last_real], core.norm)
         return half.logits(last) if half is not None else self.model.lm_head(last)
 
     def _norm(self, x: torch.Tensor, norm: Any) -> torch.Tensor:

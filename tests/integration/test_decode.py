@@ -86,6 +86,47 @@ def test_shared_prefix_is_computed_once_and_used(backend):
     assert with_prefix == without
 
 
+def test_padded_prefill_multiplies_only_real_tokens(backend):
+    """With ``real``, a left-padded batch runs the projections on its real tokens only, and each
+    row gets the logits it gets alone."""
+    import torch
+
+    tok = backend.tokenizer
+    rows = [tok(p, add_special_tokens=False)["input_ids"] for p in ("hi", MORE[0], "why exercise")]
+    width = max(map(len, rows))
+    ids = torch.zeros((len(rows), width), dtype=torch.long)
+    real = torch.zeros((len(rows), width), dtype=torch.bool)
+    for g, r in enumerate(rows):
+        ids[g, width - len(r) :] = torch.tensor(r)
+        real[g, width - len(r) :] = True
+    positions = (real.long().cumsum(-1) - 1).clamp(min=0)
+    causal = torch.ones((width, width), dtype=torch.bool).tril()
+    mask = (causal[None] & real[:, None, :]) | torch.eye(width, dtype=torch.bool)[None]
+    lean = LeanLlama(backend.model, half_weights=False)
+    seen: list[int] = []
+    hook = backend.model.model.layers[0].mlp.down_proj.register_forward_hook(
+        lambda _m, args, _out: seen.append(args[0].reshape(-1, args[0].shape[-1]).shape[0])
+    )
+    try:
+        with torch.inference_mode():
+            batched = lean.forward(ids, positions, lean.new_buffers(len(rows), width), mask[:, None], real=real)
+            alone = [
+                lean.forward(
+                    torch.tensor([r]),
+                    torch.arange(len(r))[None],
+                    lean.new_buffers(1, len(r)),
+                    torch.ones((len(r), len(r)), dtype=torch.bool).tril()[None, None],
+                )[0]
+                for r in rows
+            ]
+    finally:
+        hook.remove()
+    assert seen[0] == sum(map(len, rows)) < len(rows) * width
+    for got, want in zip(batched, alone):
+        assert torch.allclose(got, want, atol=1e-4)
+        assert int(got.argmax()) == int(want.argmax())
+
+
 def test_bad_prefix_and_batch_size_are_refused(backend):
     lean = LeanLlama(backend.model)
     with pytest.raises(ValueError, match="prefix_length"):
