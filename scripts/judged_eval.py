@@ -5,6 +5,8 @@ strong LLM with the rubric (benchmarks/judged/README.md).
     python scripts/judged_eval.py outputs NAME [--style augment|rewrite]   # this checkout's optimizer -> outputs/NAME.jsonl
     python scripts/judged_eval.py blind NAME [NAME ...]   # changed candidates of the systems, shuffled -> blind/in_XX.jsonl + key.json
     python scripts/judged_eval.py report                  # blind/out_XX.jsonl + key.json -> report.md (B/N/U/H per system)
+    python scripts/judged_eval.py confirm-prompts         # a second held-out set -> benchmarks/judged/confirm/prompts.jsonl
+    python scripts/judged_eval.py --dir benchmarks/judged/confirm outputs|blind|report ...   # the same steps there
 
 A system's output file holds one ``{id, optimized, reason}`` per prompt; ``unchanged`` (the prompt
 itself) is always a system. Unchanged prompts are not judged: they count as U.
@@ -46,6 +48,29 @@ def prompts() -> None:
     rows += [{"id": f"hhh-{i:03d}", "source": "hh-rlhf/held-out", "prompt": p} for i, p in enumerate(hh)]
     write_jsonl(DIR / "prompts.jsonl", rows)
     print(f"{len(rows)} prompts ({len(with_material)} with pasted material)")
+
+
+def confirm_prompts() -> None:
+    """A second held-out set, judged once, to check the main set's figures after the rounds of
+    choices made while it was being judged: every oneprompted validation prompt and a sample of the
+    BPO test split and held-out HH-RLHF turns that neither the main set nor the safety notes' dev
+    set (``training_data/safety/dev``) uses, in the main set's proportions (no prompt with pasted
+    material is left: the main set has them all)."""
+    from faithful_data import hh_split
+
+    used = {r["prompt"] for r in read_jsonl(DIR / "prompts.jsonl")}
+    used |= {r["prompt"] for r in read_jsonl(ROOT / "training_data" / "safety" / "dev" / "prompts.jsonl")}
+    rng = random.Random(2027)
+    op = [r["prompt"] for r in read_jsonl(SHARED / "oneprompted" / "validation.jsonl") if r["prompt"] not in used]
+    bpo = [r["prompt"] for r in json.loads((SHARED / "bpo" / "bpo_test.json").read_text(encoding="utf-8"))]
+    bpo = rng.sample([p for p in bpo if p not in used], round(len(op) * 60 / 120))
+    hh = rng.sample([p for p in hh_split()[1] if p not in used], round(len(op) * 40 / 120))
+    rows = [{"id": f"opv2-{i:03d}", "source": "oneprompted/validation", "prompt": p} for i, p in enumerate(op)]
+    rows += [{"id": f"bpot2-{i:03d}", "source": "bpo/bpo_test", "prompt": p} for i, p in enumerate(bpo)]
+    rows += [{"id": f"hhh2-{i:03d}", "source": "hh-rlhf/held-out", "prompt": p} for i, p in enumerate(hh)]
+    (DIR / "confirm").mkdir(exist_ok=True)
+    write_jsonl(DIR / "confirm" / "prompts.jsonl", rows)
+    print(f"{len(rows)} prompts ({len(op)} oneprompted, {len(bpo)} BPO test, {len(hh)} HH-RLHF)")
 
 
 def outputs(name: str, style: str | None, prompts_file: str | None = None) -> None:
@@ -161,7 +186,10 @@ def report() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("step", choices=["prompts", "outputs", "blind", "report"])
+    parser.add_argument("step", choices=["prompts", "confirm-prompts", "outputs", "blind", "report"])
+    parser.add_argument(
+        "--dir", help="outputs, blind, report: another judged set's folder (default: benchmarks/judged)"
+    )
     parser.add_argument("names", nargs="*")
     parser.add_argument("--style", choices=["augment", "rewrite"])
     parser.add_argument("--adapter", help="outputs: an adapter folder instead of the shipped one")
@@ -170,6 +198,13 @@ def main() -> None:
         "--decoys", type=int, default=0, help="blind: already-judged candidates mixed into the new slices"
     )
     args = parser.parse_args()
+    global DIR
+    if args.step == "confirm-prompts":
+        confirm_prompts()
+        return
+    if args.step == "prompts" and args.dir:
+        parser.error("prompts builds the main set; confirm-prompts builds the second one")
+    DIR = Path(args.dir).resolve() if args.dir else DIR
     if args.step == "prompts":
         prompts()
     elif args.step == "outputs":
