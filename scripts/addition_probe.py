@@ -440,9 +440,9 @@ SAFETY = ROOT / "training_data" / "safety"
 #: Safety-gate thresholds maximize notes the judge found better minus this many times the notes
 #: written where the teacher saw no need or the judge no gain (cross-validated), for requests the
 #: risk rules flag and for the others: most of what users type is harmless, so a note where none
-#: is wanted costs more there. For the others the weight was chosen on the dev set: notes the
-#: gate adds below 0.81 were judged B 12 / N 3 / H 0 down to 0.70 (weight 3 gives 0.72; weight 8
-#: gave 0.81), and the ordinary training prompts that get a note stay at 6 of 1,733.
+#: is wanted costs more there. The notes a lower threshold adds there fall on risky-looking
+#: requests the teacher left alone rather than on ordinary ones, so that weight was lowered on the
+#: dev set's judged notes (training_data/safety/README.md).
 SAFETY_FP_WEIGHT = 2.0
 PLAIN_FP_WEIGHT = 3.0
 
