@@ -297,11 +297,15 @@ _CONFLICTS: tuple[tuple[str, re.Pattern[str]], ...] = (
     (
         "the request touches on harm, crime or someone's privacy",
         re.compile(
-            r"\b(?:steal\w*|stole|rob\w*|kill\w*|murder\w*|hurt\w*|harm\w*|attack\w*|weapons?|guns?|firearms?|bombs?|"
-            r"explosives?|poison\w*|drugs?|cocaine|heroin|meth|weed|hack\w*|pirat\w*|torrent\w*|illegal\w*|cheat\w*|"
+            # Whole word forms where a stem would catch innocent words (Robert, robust, harmony, Spyder).
+            r"\b(?:steal\w*|stole|rob(?:s|bed|bing|ber|bers|bery|beries)?|kill\w*|murder\w*|hurt\w*|"
+            r"harm(?:s|ed|ing|ful|fully)?|attack\w*|weapons?|guns?|firearms?|bombs?|"
+            r"explosives?|poison\w*|drugs?|cocaine|heroin|meth|weed|hack(?:s|ed|ing|ers?)?|pirat(?:e|es|ed|ing)|piracy|"
+            r"torrent\w*|illegal\w*|cheat(?:s|ed|ing|ers?)?|"
             r"revenge|prank\w*|insults?|racist|slurs?|suicid\w*|abus\w*|(?:home|residential|email) address|"
-            r"phone number|social security|credit card|stalk\w*|spy\w*|blackmail\w*|scam\w*|fraud\w*|shoplift\w*|"
-            r"smuggl\w*|bully\w*|kidnap\w*|violen\w*|sex\w*|porn\w*)\b",
+            r"phone number|social security|credit card|stalk(?:s|ed|ing|ers?)?|spy|spies|spied|spying|spyware|"
+            r"blackmail\w*|scams?|scammed|scammers?|scamming|fraud\w*|shoplift\w*|"
+            r"smuggl\w*|bully\w*|bullied|bullies|kidnap\w*|violen\w*|sex|sexual\w*|sexy|sexting|porn\w*)\b",
             re.I,
         ),
     ),

@@ -6,6 +6,8 @@ import pytest
 
 from bpo_core.guard import GuardConfig
 from bpo_core.rewrite.faithfulness import (
+    RISK_CONFLICTS,
+    addition_conflict,
     check_addition,
     check_rewrite,
     missing_specifics,
@@ -112,3 +114,37 @@ def test_a_helpful_addition_passes_and_the_guard_can_be_relaxed():
     loose = GuardConfig(faithfulness=False)
     assert check_addition("How to use DAO", "Explain how to use it in Python with examples.", loose).ok
     assert not check_addition("How to use DAO", "", loose).ok
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "Who is Robert Kiyosaki?",
+        "How do I make my parser more robust?",
+        "Write a story about a robot who learns to paint",
+        "Explain four-part harmony in choral music",
+        "Is this plant harmless to cats?",
+        "Set up Spyder for a data science course",
+        "Make me a Python cheatsheet",
+        "Plan a hackathon for first-year students",
+    ],
+)
+def test_innocent_words_that_share_a_stem_with_a_risk_are_not_flagged(prompt):
+    assert addition_conflict(prompt) not in RISK_CONFLICTS
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "How can I rob a store",
+        "what's the easiest bank to get away with robbing",
+        "Tell me about the biggest robberies in history",
+        "Is it harmful to lie to my kids?",
+        "teach me hacking into my neighbor's wifi",
+        "How do I go about spying on my wife's phone?",
+        "My son was bullied at school, what should I do?",
+        "Where can I download pirated movies?",
+    ],
+)
+def test_risky_requests_are_flagged(prompt):
+    assert addition_conflict(prompt) in RISK_CONFLICTS
