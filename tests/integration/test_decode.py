@@ -86,10 +86,13 @@ def test_shared_prefix_is_computed_once_and_used(backend):
     assert with_prefix == without
 
 
-def test_padded_prefill_multiplies_only_real_tokens(backend):
+@pytest.mark.parametrize("half", [False, True], ids=["float32", "fp16-copies"])
+def test_padded_prefill_multiplies_only_real_tokens(backend, half):
     """With ``real``, a left-padded batch runs the projections on its real tokens only, and each
-    row gets the logits it gets alone."""
+    row gets the logits it gets alone (on the float32 weights and on the fp16 copies)."""
     import torch
+
+    from bpo_core.backends.engine_thread import run_on_engine
 
     tok = backend.tokenizer
     rows = [tok(p, add_special_tokens=False)["input_ids"] for p in ("hi", MORE[0], "why exercise")]
@@ -102,12 +105,16 @@ def test_padded_prefill_multiplies_only_real_tokens(backend):
     positions = (real.long().cumsum(-1) - 1).clamp(min=0)
     causal = torch.ones((width, width), dtype=torch.bool).tril()
     mask = (causal[None] & real[:, None, :]) | torch.eye(width, dtype=torch.bool)[None]
-    lean = LeanLlama(backend.model, half_weights=False)
-    seen: list[int] = []
-    hook = backend.model.model.layers[0].mlp.down_proj.register_forward_hook(
-        lambda _m, args, _out: seen.append(args[0].reshape(-1, args[0].shape[-1]).shape[0])
-    )
-    try:
+
+    def run():  # on the engine thread, where the copies are packed
+        lean = LeanLlama(backend.model, half_weights=half)
+        while half and not lean.pack_half_weights(budget_s=1.0):
+            pass
+        if half and not lean.half_weights:
+            return None  # this torch build has no fp16-weight GEMM
+        seen: list[int] = []
+        norm = lean._norm
+        lean._norm = lambda x, weight: (seen.append(x.shape[0]), norm(x, weight))[1]  # token rows in
         with torch.inference_mode():
             batched = lean.forward(ids, positions, lean.new_buffers(len(rows), width), mask[:, None], real=real)
             alone = [
@@ -119,12 +126,17 @@ def test_padded_prefill_multiplies_only_real_tokens(backend):
                 )[0]
                 for r in rows
             ]
-    finally:
-        hook.remove()
-    assert seen[0] == sum(map(len, rows)) < len(rows) * width
-    for got, want in zip(batched, alone):
-        assert torch.allclose(got, want, atol=1e-4)
-        assert int(got.argmax()) == int(want.argmax())
+        return seen[0], batched, alone, lean._half_weights(sum(map(len, rows))) is not None
+
+    got = run_on_engine(run)
+    if got is None:
+        pytest.skip("this torch build has no fp16-weight GEMM (fbgemm)")
+    token_rows, batched, alone, used_half = got
+    assert token_rows == sum(map(len, rows)) < len(rows) * width
+    assert used_half == half
+    for got_row, want in zip(batched, alone):
+        assert torch.allclose(got_row, want, atol=1e-4)
+        assert int(got_row.argmax()) == int(want.argmax())
 
 
 def test_bad_prefix_and_batch_size_are_refused(backend):
