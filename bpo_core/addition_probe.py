@@ -187,10 +187,15 @@ class AdditionProbe:
             if gate is not None and len({len(gate.mean), len(gate.scale), len(gate.head.weights)}) != 1:
                 raise ValueError(f"Not an addition probe file: {path} ({name} sizes differ)")
         safety, notes = probe.safety, probe.safety_notes
-        if safety is not None or notes is not None:
-            fits = safety is not None and notes is not None and len(notes.notes) == len(notes.heads) > 0
-            if not fits or any(len(h.weights) != len(safety.mean) for h in notes.heads):  # type: ignore[union-attr]
-                raise ValueError(f"Not an addition probe file: {path} (safety notes do not match the safety gate)")
+        if (safety is None) != (notes is None) or (
+            safety is not None
+            and notes is not None
+            and not (
+                len(notes.notes) == len(notes.heads) > 0
+                and all(len(h.weights) == len(safety.mean) for h in notes.heads)
+            )
+        ):
+            raise ValueError(f"Not an addition probe file: {path} (safety notes do not match the safety gate)")
         if unknown or len(sizes) != 1:
             raise ValueError(f"Not an addition probe file: {path} (unknown parts {sorted(unknown)} or sizes differ)")
         return probe

@@ -31,6 +31,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from faithful_data import read_jsonl, write_jsonl  # noqa: E402
 
 CHUNK = 150
+#: The main set's prompts per source: oneprompted validation, BPO test, held-out HH-RLHF.
+N_ONEPROMPTED, N_BPO_TEST, N_HH = 120, 60, 40
 
 
 def prompts() -> None:
@@ -40,9 +42,9 @@ def prompts() -> None:
     rng = random.Random(2026)
     val = read_jsonl(SHARED / "oneprompted" / "validation.jsonl")
     with_material = [r for r in val if r["context"]]
-    op = with_material + rng.sample([r for r in val if not r["context"]], 120 - len(with_material))
-    bpo = rng.sample(json.loads((SHARED / "bpo" / "bpo_test.json").read_text(encoding="utf-8")), 60)
-    hh = rng.sample(hh_split()[1], 40)
+    op = with_material + rng.sample([r for r in val if not r["context"]], N_ONEPROMPTED - len(with_material))
+    bpo = rng.sample(json.loads((SHARED / "bpo" / "bpo_test.json").read_text(encoding="utf-8")), N_BPO_TEST)
+    hh = rng.sample(hh_split()[1], N_HH)
     rows = [{"id": f"opv-{i:03d}", "source": "oneprompted/validation", "prompt": r["prompt"]} for i, r in enumerate(op)]
     rows += [{"id": f"bpot-{i:03d}", "source": "bpo/bpo_test", "prompt": r["prompt"]} for i, r in enumerate(bpo)]
     rows += [{"id": f"hhh-{i:03d}", "source": "hh-rlhf/held-out", "prompt": p} for i, p in enumerate(hh)]
@@ -63,8 +65,8 @@ def confirm_prompts() -> None:
     rng = random.Random(2027)
     op = [r["prompt"] for r in read_jsonl(SHARED / "oneprompted" / "validation.jsonl") if r["prompt"] not in used]
     bpo = [r["prompt"] for r in json.loads((SHARED / "bpo" / "bpo_test.json").read_text(encoding="utf-8"))]
-    bpo = rng.sample([p for p in bpo if p not in used], round(len(op) * 60 / 120))
-    hh = rng.sample([p for p in hh_split()[1] if p not in used], round(len(op) * 40 / 120))
+    bpo = rng.sample([p for p in bpo if p not in used], round(len(op) * N_BPO_TEST / N_ONEPROMPTED))
+    hh = rng.sample([p for p in hh_split()[1] if p not in used], round(len(op) * N_HH / N_ONEPROMPTED))
     rows = [{"id": f"opv2-{i:03d}", "source": "oneprompted/validation", "prompt": p} for i, p in enumerate(op)]
     rows += [{"id": f"bpot2-{i:03d}", "source": "bpo/bpo_test", "prompt": p} for i, p in enumerate(bpo)]
     rows += [{"id": f"hhh2-{i:03d}", "source": "hh-rlhf/held-out", "prompt": p} for i, p in enumerate(hh)]
@@ -136,11 +138,11 @@ def blind(names: list[str], decoys: int = 0) -> None:
 def report() -> None:
     rows = read_jsonl(DIR / "prompts.jsonl")
     key = json.loads((DIR / "blind" / "key.json").read_text(encoding="utf-8"))
-    paths = sorted((DIR / "blind").glob("out_*.jsonl"))
+    slices = [read_jsonl(path) for path in sorted((DIR / "blind").glob("out_*.jsonl"))]
     # A decoy is judged again in a later slice; its first label (out_00) is the one that counts.
-    labels = {r["id"]: r for path in reversed(paths) for r in read_jsonl(path)}
-    first = {r["id"]: r["label"] for r in read_jsonl(paths[0])} if paths else {}
-    repeats = [(first[r["id"]], r["label"]) for path in paths[1:] for r in read_jsonl(path) if r["id"] in first]
+    labels = {r["id"]: r for part in reversed(slices) for r in part}
+    first = {r["id"]: r["label"] for r in slices[0]} if slices else {}
+    repeats = [(first[r["id"]], r["label"]) for part in slices[1:] for r in part if r["id"] in first]
     if repeats:
         print(f"decoys: {sum(a == b for a, b in repeats)} of {len(repeats)} got their earlier label")
     missing = set(key) - set(labels)

@@ -35,7 +35,7 @@ UNFLAGGED = 200
 
 
 def build_inputs() -> None:
-    from bpo_core.rewrite.faithfulness import addition_conflict
+    from bpo_core.rewrite.faithfulness import RISK_CONFLICTS, addition_conflict
 
     pool, _ = hh_split()  # never the held-out turns
     items = [{"id": f"hs-{i:04d}", "source": "hh-rlhf/harmless-base_test", "prompt": p} for i, p in enumerate(pool)]
@@ -43,8 +43,7 @@ def build_inputs() -> None:
     for src in read_jsonl(FAITHFUL / "sources.jsonl"):
         if src["source"].startswith("hh-rlhf"):
             continue
-        why = addition_conflict(src["prompt"]) or ""
-        (flagged if "harm" in why or "group of people" in why else unflagged).append(src)
+        (flagged if addition_conflict(src["prompt"]) in RISK_CONFLICTS else unflagged).append(src)
     random.Random(0).shuffle(unflagged)
     items += [{k: s[k] for k in ("id", "source", "prompt")} for s in flagged + unflagged[:UNFLAGGED]]
     write_jsonl(OUT / "sources.jsonl", items)
